@@ -1,0 +1,99 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "EphemeralBroker",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ephemeral-broker", targets: ["EphemeralBrokerCLI"]),
+        .library(name: "EphemeralWire", targets: ["EphemeralWire"]),
+        .library(name: "EphemeralStore", targets: ["EphemeralStore"]),
+        .library(name: "EphemeralServer", targets: ["EphemeralServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Already in the graph through swift-subprocess; named here because `FilePath` is in its API.
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CEphemeralCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]
+        ),
+        .target(
+            name: "EphemeralWire",
+            dependencies: [
+                "CEphemeralCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "EphemeralStore",
+            dependencies: ["EphemeralWire"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "EphemeralServer",
+            dependencies: [
+                "EphemeralWire",
+                "EphemeralStore",
+                "CEphemeralCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "EphemeralBrokerCLI",
+            dependencies: [
+                "EphemeralServer",
+                "EphemeralWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system", condition: .when(platforms: [.linux])),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EphemeralWireTests",
+            dependencies: ["EphemeralWire"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EphemeralStoreTests",
+            dependencies: ["EphemeralStore", "EphemeralWire"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EphemeralServerTests",
+            dependencies: [
+                "EphemeralServer", "EphemeralWire", "EphemeralStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EphemeralBrokerCLITests",
+            dependencies: ["EphemeralWire"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,173 @@
+import ArgumentParser
+import EphemeralServer
+import EphemeralStore
+import Logging
+
+/// The broker's options, from flags first, then the original's `BROKER_*` environment variables, then defaults.
+struct BrokerOptions: ParsableArguments {
+    @Option(name: .customLong("ttl"), help: "Default TTL (e.g. 30m, 1500ms; a bare number is ms). Env: BROKER_DEFAULT_TTL.")
+    var defaultTTL: String?
+
+    @Option(help: "Maximum number of items, 0 for no limit. Env: BROKER_MAX_ITEMS.")
+    var maxItems: String?
+
+    @Option(help: "Maximum request line in bytes. Env: BROKER_MAX_REQUEST_SIZE.")
+    var maxRequestSize: String?
+
+    @Option(help: "Maximum value size in bytes. Env: BROKER_MAX_VALUE_SIZE.")
+    var maxValueSize: String?
+
+    @Option(help: "HMAC secret; prefer the BROKER_SECRET environment variable, which ps cannot show.")
+    var secret: String?
+
+    @Flag(name: .customLong("no-require-ttl"), help: "Allow set without a TTL. Env: BROKER_REQUIRE_TTL=false.")
+    var noRequireTTL = false
+
+    @Flag(name: .customLong("refresh-ttl-on-get"), help: "Restart an item's TTL on every get. Env: BROKER_REFRESH_TTL_ON_GET.")
+    var refreshTTLOnGet = false
+
+    @Option(help: "Socket file name: broker-<id>.sock in the private directory. Env: BROKER_PIPE_ID.")
+    var pipeId: String?
+
+    @Option(help: "Fixed socket path instead of a private directory. Env: BROKER_SOCKET.")
+    var socket: String?
+
+    @Option(help: "How often expired entries are swept. Env: BROKER_SWEEPER_INTERVAL.")
+    var sweeperInterval: String?
+
+    @Option(help: "Shut down after this long without a request (serve only). Env: BROKER_IDLE_TIMEOUT.")
+    var idleTimeout: String?
+
+    @Option(help: "Log a heartbeat this often. Env: BROKER_HEARTBEAT_INTERVAL.")
+    var heartbeatInterval: String?
+
+    @Option(help: "How long shutdown waits for in-flight requests. Env: BROKER_DRAIN_TIMEOUT.")
+    var drainTimeout: String?
+
+    @Option(help: "debug, info, warn or error. Env: BROKER_LOG_LEVEL.")
+    var logLevel: String?
+
+    @Option(help: "human or json. Env: BROKER_LOG_FORMAT (or BROKER_STRUCTURED_LOGGING=true).")
+    var logFormat: String?
+
+    @Flag(help: "Debug logging. Env: BROKER_DEBUG.")
+    var debug = false
+
+    @Flag(help: "Do not sign: no secret is generated or required.")
+    var noAuth = false
+
+    @Flag(help: "Refuse signed requests without ts and nonce (replay protection for every client).")
+    var requireNonce = false
+
+    /// The options resolved against the environment.
+    struct Resolved {
+        var configuration: BrokerConfiguration
+        var logLevel: Logger.Level
+        var logFormat: BrokerLogFormat
+    }
+
+    func resolve(environment: [String: String]) throws -> Resolved {
+        func setting(_ flagValue: String?, _ variable: String, _ flagName: String) -> (text: String, from: String)? {
+            if let flagValue { return (flagValue, flagName) }
+            if let text = environment[variable], !text.isEmpty { return (text, variable) }
+            return nil
+        }
+        func duration(_ flagValue: String?, _ variable: String, flagName: String) throws -> Int64? {
+            guard let (text, from) = setting(flagValue, variable, flagName) else { return nil }
+            guard let milliseconds = DurationParser.milliseconds(text) else {
+                throw ValidationError("invalid duration '\(text)' for \(from): use e.g. 1500ms, 30s, 5m, 1h")
+            }
+            return milliseconds
+        }
+        func integer(_ flagValue: String?, _ variable: String, flagName: String, minimum: Int) throws -> Int? {
+            guard let (text, from) = setting(flagValue, variable, flagName) else { return nil }
+            guard let number = Int(text), number >= minimum else {
+                throw ValidationError("invalid value '\(text)' for \(from): expected a whole number ≥ \(minimum)")
+            }
+            return number
+        }
+        func boolean(_ flag: Bool, _ variable: String) throws -> Bool {
+            if flag { return true }
+            guard let text = environment[variable], !text.isEmpty else { return false }
+            switch text.lowercased() {
+            case "1", "true", "yes", "on": return true
+            case "0", "false", "no", "off": return false
+            default: throw ValidationError("invalid value '\(text)' for \(variable): expected true or false")
+            }
+        }
+
+        var store = StoreConfiguration()
+        if let ttl = try duration(defaultTTL, "BROKER_DEFAULT_TTL", flagName: "--ttl") {
+            guard ttl > 0 else { throw ValidationError("the default TTL must be positive") }
+            store.defaultTTL = ttl
+        }
+        if let maxItems = try integer(maxItems, "BROKER_MAX_ITEMS", flagName: "--max-items", minimum: 0) {
+            store.maxItems = maxItems
+        }
+        if let size = try integer(maxValueSize, "BROKER_MAX_VALUE_SIZE", flagName: "--max-value-size", minimum: 1) {
+            store.maxValueSize = size
+        }
+        if noRequireTTL {
+            store.requireTTL = false
+        } else if let text = environment["BROKER_REQUIRE_TTL"], !text.isEmpty {
+            switch text.lowercased() {
+            case "1", "true", "yes", "on": store.requireTTL = true
+            case "0", "false", "no", "off": store.requireTTL = false
+            default: throw ValidationError("invalid value '\(text)' for BROKER_REQUIRE_TTL: expected true or false")
+            }
+        }
+        store.refreshTTLOnGet = try boolean(refreshTTLOnGet, "BROKER_REFRESH_TTL_ON_GET")
+
+        var configuration = BrokerConfiguration(store: store)
+        if let size = try integer(maxRequestSize, "BROKER_MAX_REQUEST_SIZE", flagName: "--max-request-size", minimum: 1) {
+            configuration.maxRequestSize = size
+        }
+        if let sweep = try duration(sweeperInterval, "BROKER_SWEEPER_INTERVAL", flagName: "--sweeper-interval") {
+            guard sweep > 0 else { throw ValidationError("the sweeper interval must be positive") }
+            configuration.sweeperInterval = sweep
+        }
+        if let idle = try duration(idleTimeout, "BROKER_IDLE_TIMEOUT", flagName: "--idle-timeout") {
+            guard idle > 0 else { throw ValidationError("the idle timeout must be positive") }
+            configuration.idleTimeout = idle
+        }
+        if let beat = try duration(heartbeatInterval, "BROKER_HEARTBEAT_INTERVAL", flagName: "--heartbeat-interval") {
+            guard beat > 0 else { throw ValidationError("the heartbeat interval must be positive") }
+            configuration.heartbeatInterval = beat
+        }
+        if let drain = try duration(drainTimeout, "BROKER_DRAIN_TIMEOUT", flagName: "--drain-timeout") {
+            configuration.drainTimeout = drain
+        }
+        if let path = setting(socket, "BROKER_SOCKET", "--socket")?.text {
+            configuration.socket = .path(path)
+        } else if let id = setting(pipeId, "BROKER_PIPE_ID", "--pipe-id")?.text {
+            guard !id.contains("/") else { throw ValidationError("--pipe-id must not contain '/'") }
+            configuration.socket = .privateDirectory(pipeId: id)
+        }
+        if !noAuth, let secret = setting(secret, "BROKER_SECRET", "--secret")?.text {
+            configuration.secret = secret
+        }
+        configuration.requireNonce = requireNonce
+
+        var level = Logger.Level.info
+        if try boolean(debug, "BROKER_DEBUG") { level = .debug }
+        if let text = setting(logLevel, "BROKER_LOG_LEVEL", "--log-level")?.text {
+            switch text.lowercased() {
+            case "debug": level = .debug
+            case "info": level = .info
+            case "warn", "warning": level = .warning
+            case "error": level = .error
+            default: throw ValidationError("invalid log level '\(text)': expected debug, info, warn or error")
+            }
+        }
+        var format = BrokerLogFormat.human
+        if let text = setting(logFormat, "BROKER_LOG_FORMAT", "--log-format")?.text {
+            guard let parsed = BrokerLogFormat(rawValue: text.lowercased()) else {
+                throw ValidationError("invalid log format '\(text)': expected human or json")
+            }
+            format = parsed
+        } else if try boolean(false, "BROKER_STRUCTURED_LOGGING") {
+            format = .json
+        }
+        return Resolved(configuration: configuration, logLevel: level, logFormat: format)
+    }
+}

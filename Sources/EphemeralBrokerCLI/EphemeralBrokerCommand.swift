@@ -1,0 +1,71 @@
+import ArgumentParser
+import EphemeralServer
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@main
+struct EphemeralBrokerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ephemeral-broker",
+        abstract: "An in-memory broker for coordinating parallel test runs on one machine.",
+        discussion: """
+            ephemeral-broker run -- swift test --parallel
+            starts a broker on a private Unix socket, runs the command with EPHEMERAL_PIPE and a fresh \
+            EPHEMERAL_SECRET in its environment, and exits with the command's status.
+            """,
+        subcommands: [Run.self, Serve.self]
+    )
+
+    /// Parses and runs, with exit status 2 for usage errors (as the control commands promise) instead of 64.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandleOutput.standardError(fullMessage(for: error) + "\n")
+                Foundation_exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+}
+
+/// Sets up swift-log once, before anything logs.
+func bootstrapLogging(level: Logger.Level, format: BrokerLogFormat) {
+    LoggingSystem.bootstrap { label in BrokerLogHandler(label: label, format: format, level: level) }
+}
+
+/// Writes to the standard streams with write(2), which needs no shared `FILE*`.
+enum FileHandleOutput {
+    static func standardOutput(_ text: String) { write(1, text) }
+    static func standardError(_ text: String) { write(2, text) }
+
+    private static func write(_ descriptor: Int32, _ text: String) {
+        var bytes = Array(text.utf8)
+        bytes.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                #if canImport(Glibc)
+                let written = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                #else
+                let written = Darwin.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                #endif
+                if written <= 0 { return }
+                offset += written
+            }
+        }
+    }
+}
+
+func Foundation_exit(_ code: Int32) -> Never { exit(code) }

@@ -1,0 +1,62 @@
+import ArgumentParser
+import EphemeralServer
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `ephemeral-broker serve`: a standalone broker until SIGINT, SIGTERM or the idle timeout.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a standalone broker and print its socket path.",
+        discussion: "Requests are signed only when a secret is given (--secret or BROKER_SECRET), as in the original."
+    )
+
+    @OptionGroup var options: BrokerOptions
+
+    @Flag(help: "Print 'export EPHEMERAL_PIPE=…' after the path, for eval in a shell.")
+    var printEnv = false
+
+    func run() async throws {
+        var resolved = try options.resolve(environment: currentEnvironment())
+        bootstrapLogging(level: resolved.logLevel, format: resolved.logFormat)
+        resolved.configuration.logger = Logger(label: "ephemeral-broker")
+        let broker = Broker(configuration: resolved.configuration)
+        let path: String
+        do {
+            path = try await broker.start()
+        } catch {
+            FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
+            throw ExitCode(1)
+        }
+        FileHandleOutput.standardOutput(path + "\n")
+        if printEnv { FileHandleOutput.standardOutput("export EPHEMERAL_PIPE=\(shellQuoted(path))\n") }
+        let signals = SignalForwarder([SIGINT, SIGTERM, SIGHUP]) { _ in
+            Task { await broker.shutdown() }
+        }
+        await broker.waitUntilStopped()
+        signals.cancel()
+    }
+}
+
+/// The process's environment as a dictionary.
+func currentEnvironment() -> [String: String] {
+    var result = [String: String]()
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(decoding: UnsafeRawBufferPointer(start: entry, count: strlen(entry)), as: UTF8.self)
+        if let equals = text.firstIndex(of: "=") {
+            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        }
+        pointer += 1
+    }
+    return result
+}
+
+/// Quotes a string for a POSIX shell.
+func shellQuoted(_ text: String) -> String {
+    "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+}

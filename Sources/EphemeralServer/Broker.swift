@@ -1,0 +1,189 @@
+import EphemeralStore
+import EphemeralWire
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An in-memory broker serving the ephemeral-broker wire protocol on a private Unix socket.
+///
+/// ```swift
+/// let broker = Broker(configuration: BrokerConfiguration())
+/// let path = try await broker.start()   // hand `path` to workers as EPHEMERAL_PIPE
+/// …
+/// await broker.shutdown()               // drain, close, remove the socket, forget everything
+/// ```
+///
+/// All state lives on one event loop: every connection is served there, so the store needs no locks and replies
+/// keep request order.
+public final class Broker: Sendable {
+    private enum State {
+        case idle
+        case running(Running)
+        case stopped
+    }
+
+    private struct Running {
+        let server: any Channel
+        let binding: SocketBinding
+        let core: NIOLoopBound<BrokerCore>
+        let tasks: [RepeatedTask]
+    }
+
+    private let configuration: BrokerConfiguration
+    private let clock: any WallClock
+    private let group: MultiThreadedEventLoopGroup
+    private let state = Mutex<State>(.idle)
+    private let stopped: EventLoopPromise<Void>
+    private let children = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    /// Creates a broker; nothing is bound until ``start()``.
+    /// - Parameters:
+    ///   - configuration: Socket, limits, secret and timers.
+    ///   - clock: The wall clock TTLs are measured with; tests inject a ``ManualWallClock``.
+    public init(configuration: BrokerConfiguration, clock: any WallClock = SystemWallClock()) {
+        self.configuration = configuration
+        self.clock = clock
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.stopped = group.next().makePromise(of: Void.self)
+    }
+
+    /// The socket path clients connect to, once started.
+    public var socketPath: String? {
+        state.withLock { state in
+            if case .running(let running) = state { return running.binding.path }
+            return nil
+        }
+    }
+
+    /// Binds the socket and starts serving.
+    /// - Returns: The socket path, for `EPHEMERAL_PIPE`.
+    /// - Throws: ``SocketSetupError`` when the socket cannot be claimed (for example, a broker already runs on a
+    ///   fixed path), or the underlying bind error.
+    @discardableResult
+    public func start() async throws -> String {
+        let binding = try SocketBinding.prepare(configuration.socket)
+        let loop = group.next()
+        let configuration = self.configuration
+        let clock = self.clock
+        let core = try await loop.submit {
+            NIOLoopBound(BrokerCore(configuration: configuration, clock: clock), eventLoop: loop)
+        }.get()
+        let maxRequestSize = configuration.maxRequestSize
+        let ownUID = getuid()
+        let logger = configuration.logger
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .childChannelOption(.allowRemoteHalfClosure, value: false)
+                .childChannelInitializer { channel in
+                    PeerCredentials.userID(of: channel).flatMapThrowing { uid in
+                        guard uid == ownUID else {
+                            logger.warning("refused a connection from another user", metadata: ["uid": "\(uid)"])
+                            throw ChannelError.inappropriateOperationForState
+                        }
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxRequestSize)))
+                        try channel.pipeline.syncOperations.addHandler(BrokerConnectionHandler(core: core.value))
+                        let id = ObjectIdentifier(channel)
+                        self.children.withLock { $0[id] = channel }
+                        channel.closeFuture.whenComplete { _ in
+                            _ = self.children.withLock { $0.removeValue(forKey: id) }
+                        }
+                    }
+                }
+                .bind(unixDomainSocketPath: binding.bindPath).get()
+            try binding.finishBinding()
+        } catch {
+            binding.remove()
+            throw error
+        }
+        let tasks = try await loop.submit {
+            var tasks = [RepeatedTask]()
+            let sweep = TimeAmount.milliseconds(self.configuration.sweeperInterval)
+            tasks.append(loop.scheduleRepeatedTask(initialDelay: sweep, delay: sweep) { _ in core.value.sweep() })
+            if let heartbeat = self.configuration.heartbeatInterval {
+                let delay = TimeAmount.milliseconds(heartbeat)
+                tasks.append(loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
+                    core.value.heartbeat()
+                })
+            }
+            if let idle = self.configuration.idleTimeout {
+                let delay = TimeAmount.milliseconds(max(10, min(idle / 4, 1000)))
+                tasks.append(loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
+                    guard core.value.isIdle() else { return }
+                    logger.info("idle timeout reached; shutting down", metadata: ["idle_ms": "\(idle)"])
+                    Task { await self.shutdown() }
+                })
+            }
+            return tasks
+        }.get()
+        state.withLock { $0 = .running(Running(server: server, binding: binding, core: core, tasks: tasks)) }
+        logger.debug("broker started", metadata: ["pipe": "\(binding.path)"])
+        return binding.path
+    }
+
+    /// Stops taking new work: every request from now on is answered `draining`, and the call returns once the
+    /// requests already being served are answered, or after `timeout`.
+    /// - Parameter timeout: The longest wait; the configuration's `drainTimeout` when `nil`.
+    public func drain(timeout: Duration? = nil) async {
+        guard let running = currentRunning() else { return }
+        let limit = timeout.map { Int64($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) }
+            ?? configuration.drainTimeout
+        let deadline = NIODeadline.now() + .milliseconds(limit)
+        let loop = running.core.eventLoop
+        _ = try? await loop.submit { running.core.value.draining = true }.get()
+        while NIODeadline.now() < deadline {
+            let busy = (try? await loop.submit { running.core.value.inFlight > 0 }.get()) ?? false
+            guard busy else { break }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Closes the socket and every connection, removes the socket and its directory, and forgets all data.
+    public func stop() async {
+        let previous = state.withLock { state -> State in
+            let previous = state
+            state = .stopped
+            return previous
+        }
+        guard case .running(let running) = previous else {
+            if case .idle = previous { try? await group.shutdownGracefully() }
+            stopped.succeed()
+            return
+        }
+        for task in running.tasks { task.cancel() }
+        try? await running.server.close()
+        for child in children.withLock({ Array($0.values) }) { try? await child.close() }
+        running.binding.remove()
+        _ = try? await running.core.eventLoop.submit { running.core.value.clear() }.get()
+        configuration.logger.debug("broker stopped", metadata: ["pipe": "\(running.binding.path)"])
+        stopped.succeed()
+        try? await group.shutdownGracefully()
+    }
+
+    /// Drains (bounded by the configuration's `drainTimeout`), then stops.
+    public func shutdown() async {
+        await drain()
+        await stop()
+    }
+
+    /// Waits until the broker has stopped, whether by ``shutdown()``, ``stop()`` or the idle timeout.
+    public func waitUntilStopped() async {
+        try? await stopped.futureResult.get()
+    }
+
+    private func currentRunning() -> Running? {
+        state.withLock { state in
+            if case .running(let running) = state { return running }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,359 @@
+/// A strict, allocation-light scanner for one JSON text held in a byte buffer.
+///
+/// It validates the whole text in one pass and records, for a top-level object, where each member's value lies,
+/// so a request can be decoded without building a tree, a value can be stored as its exact bytes, and a signature
+/// can be checked over the exact bytes that were received.
+struct JSONScanner {
+    /// One member of the top-level object.
+    struct Member {
+        /// The decoded member name.
+        var name: String
+        /// Where the member begins: the comma before it, or just after `{` for the first member.
+        var separatorStart: Int
+        /// The value's bytes, from its first to one past its last byte.
+        var value: Range<Int>
+    }
+
+    /// The top-level object of a request line.
+    struct Object {
+        var members: [Member]
+        /// Index of the opening brace.
+        var start: Int
+        /// Index of the closing brace.
+        var end: Int
+
+        /// The last member with this name (JSON.parse semantics: the last duplicate wins).
+        func member(_ name: String) -> Member? {
+            members.last { $0.name == name }
+        }
+    }
+
+    /// Nesting deeper than this is refused, so a hostile line cannot exhaust the stack.
+    static let maxDepth = 256
+
+    let bytes: UnsafeRawBufferPointer
+    var index = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+    }
+
+    /// Scans the whole text, which must be one JSON value with optional surrounding white space.
+    /// - Returns: The top-level object's members, or `nil` when the value is valid JSON but not an object.
+    mutating func scanTopLevel() throws(BrokerError) -> Object? {
+        skipWhitespace()
+        guard index < bytes.count else { throw BrokerError(.invalidJSON, "empty request") }
+        var object: Object?
+        if bytes[index] == UInt8(ascii: "{") {
+            object = try scanObject(depth: 0, recordMembers: true)
+        } else {
+            try skipValue(depth: 0)
+        }
+        skipWhitespace()
+        guard index == bytes.count else { throw BrokerError(.invalidJSON, "trailing characters after the JSON value") }
+        return object
+    }
+
+    // MARK: - Values
+
+    private mutating func scanObject(depth: Int, recordMembers: Bool) throws(BrokerError) -> Object {
+        guard depth < Self.maxDepth else { throw BrokerError(.invalidJSON, "nesting deeper than \(Self.maxDepth)") }
+        let start = index
+        index += 1  // {
+        var members: [Member] = []
+        skipWhitespace()
+        if peek() == UInt8(ascii: "}") {
+            index += 1
+            return Object(members: members, start: start, end: index - 1)
+        }
+        var separator = start + 1
+        while true {
+            skipWhitespace()
+            guard peek() == UInt8(ascii: "\"") else { throw BrokerError(.invalidJSON, "expected a member name") }
+            let nameRange = try skipString()
+            skipWhitespace()
+            guard peek() == UInt8(ascii: ":") else { throw BrokerError(.invalidJSON, "expected ':' after a member name") }
+            index += 1
+            skipWhitespace()
+            let valueStart = index
+            try skipValue(depth: depth + 1)
+            if recordMembers {
+                members.append(Member(name: try decodeString(nameRange), separatorStart: separator,
+                                      value: valueStart..<index))
+            }
+            skipWhitespace()
+            switch peek() {
+            case UInt8(ascii: ","):
+                separator = index
+                index += 1
+            case UInt8(ascii: "}"):
+                index += 1
+                return Object(members: members, start: start, end: index - 1)
+            default:
+                throw BrokerError(.invalidJSON, "expected ',' or '}' in an object")
+            }
+        }
+    }
+
+    private mutating func skipValue(depth: Int) throws(BrokerError) {
+        guard let byte = peek() else { throw BrokerError(.invalidJSON, "unexpected end of input") }
+        switch byte {
+        case UInt8(ascii: "{"):
+            _ = try scanObject(depth: depth, recordMembers: false)
+        case UInt8(ascii: "["):
+            guard depth < Self.maxDepth else { throw BrokerError(.invalidJSON, "nesting deeper than \(Self.maxDepth)") }
+            index += 1
+            skipWhitespace()
+            if peek() == UInt8(ascii: "]") {
+                index += 1
+                return
+            }
+            while true {
+                skipWhitespace()
+                try skipValue(depth: depth + 1)
+                skipWhitespace()
+                switch peek() {
+                case UInt8(ascii: ","): index += 1
+                case UInt8(ascii: "]"):
+                    index += 1
+                    return
+                default: throw BrokerError(.invalidJSON, "expected ',' or ']' in an array")
+                }
+            }
+        case UInt8(ascii: "\""):
+            _ = try skipString()
+        case UInt8(ascii: "t"): try expectLiteral("true")
+        case UInt8(ascii: "f"): try expectLiteral("false")
+        case UInt8(ascii: "n"): try expectLiteral("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            try skipNumber()
+        default:
+            throw BrokerError(.invalidJSON, "unexpected character")
+        }
+    }
+
+    private mutating func expectLiteral(_ literal: StaticString) throws(BrokerError) {
+        let count = literal.utf8CodeUnitCount
+        guard index + count <= bytes.count else { throw BrokerError(.invalidJSON, "unexpected end of input") }
+        let matches = literal.withUTF8Buffer { expected in
+            (0..<count).allSatisfy { bytes[index + $0] == expected[$0] }
+        }
+        guard matches else { throw BrokerError(.invalidJSON, "invalid literal") }
+        index += count
+    }
+
+    private mutating func skipNumber() throws(BrokerError) {
+        if peek() == UInt8(ascii: "-") { index += 1 }
+        guard let first = peek(), isDigit(first) else { throw BrokerError(.invalidJSON, "invalid number") }
+        index += 1
+        if first != UInt8(ascii: "0") {
+            while let digit = peek(), isDigit(digit) { index += 1 }
+        }
+        if peek() == UInt8(ascii: ".") {
+            index += 1
+            guard let digit = peek(), isDigit(digit) else { throw BrokerError(.invalidJSON, "invalid number") }
+            while let digit = peek(), isDigit(digit) { index += 1 }
+        }
+        if peek() == UInt8(ascii: "e") || peek() == UInt8(ascii: "E") {
+            index += 1
+            if peek() == UInt8(ascii: "+") || peek() == UInt8(ascii: "-") { index += 1 }
+            guard let digit = peek(), isDigit(digit) else { throw BrokerError(.invalidJSON, "invalid number") }
+            while let digit = peek(), isDigit(digit) { index += 1 }
+        }
+    }
+
+    /// Skips a string, checking escapes, control characters and UTF-8.
+    /// - Returns: The range of the string's contents, between the quotes.
+    private mutating func skipString() throws(BrokerError) -> Range<Int> {
+        index += 1  // opening quote
+        let start = index
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch byte {
+            case UInt8(ascii: "\""):
+                index += 1
+                return start..<(index - 1)
+            case UInt8(ascii: "\\"):
+                guard index + 1 < bytes.count else { break }
+                switch bytes[index + 1] {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    index += 2
+                case UInt8(ascii: "u"):
+                    guard index + 6 <= bytes.count, (2..<6).allSatisfy({ hexValue(bytes[index + $0]) != nil }) else {
+                        throw BrokerError(.invalidJSON, "invalid \\u escape")
+                    }
+                    index += 6
+                default:
+                    throw BrokerError(.invalidJSON, "invalid escape")
+                }
+            case 0..<0x20:
+                throw BrokerError(.invalidJSON, "control character in a string")
+            case 0x20..<0x80:
+                index += 1
+            default:
+                index += try utf8SequenceLength(at: index)
+            }
+        }
+        throw BrokerError(.invalidJSON, "unterminated string")
+    }
+
+    /// The length of the well-formed UTF-8 sequence at `position`, or an error for malformed UTF-8.
+    private func utf8SequenceLength(at position: Int) throws(BrokerError) -> Int {
+        let lead = bytes[position]
+        let length: Int
+        var lower: UInt8 = 0x80
+        var upper: UInt8 = 0xBF
+        switch lead {
+        case 0xC2...0xDF: length = 2
+        case 0xE0: length = 3; lower = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: length = 3
+        case 0xED: length = 3; upper = 0x9F
+        case 0xF0: length = 4; lower = 0x90
+        case 0xF1...0xF3: length = 4
+        case 0xF4: length = 4; upper = 0x8F
+        default: throw BrokerError(.invalidJSON, "invalid UTF-8")
+        }
+        guard position + length <= bytes.count else { throw BrokerError(.invalidJSON, "invalid UTF-8") }
+        let second = bytes[position + 1]
+        guard second >= lower, second <= upper else { throw BrokerError(.invalidJSON, "invalid UTF-8") }
+        for offset in 2..<max(2, length) where bytes[position + offset] & 0xC0 != 0x80 {
+            throw BrokerError(.invalidJSON, "invalid UTF-8")
+        }
+        return length
+    }
+
+    // MARK: - Decoding members
+
+    /// Decodes the contents of a scanned string (between its quotes) into a Swift string.
+    func decodeString(_ range: Range<Int>) throws(BrokerError) -> String {
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[range])
+        if !slice.contains(UInt8(ascii: "\\")) {
+            return String(decoding: slice, as: UTF8.self)
+        }
+        var scalars = String.UnicodeScalarView()
+        var position = range.lowerBound
+        var pendingHigh: UInt32?
+        while position < range.upperBound {
+            let byte = bytes[position]
+            if byte != UInt8(ascii: "\\") {
+                if pendingHigh != nil { throw BrokerError(.invalidJSON, "unpaired surrogate") }
+                let length = byte < 0x80 ? 1 : try utf8SequenceLength(at: position)
+                let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[position..<(position + length)]),
+                                  as: UTF8.self)
+                scalars.append(contentsOf: text.unicodeScalars)
+                position += length
+                continue
+            }
+            let escape = bytes[position + 1]
+            position += 2
+            var scalarValue: UInt32
+            switch escape {
+            case UInt8(ascii: "b"): scalarValue = 0x08
+            case UInt8(ascii: "f"): scalarValue = 0x0C
+            case UInt8(ascii: "n"): scalarValue = 0x0A
+            case UInt8(ascii: "r"): scalarValue = 0x0D
+            case UInt8(ascii: "t"): scalarValue = 0x09
+            case UInt8(ascii: "u"):
+                scalarValue = 0
+                for offset in 0..<4 { scalarValue = scalarValue << 4 | UInt32(hexValue(bytes[position + offset])!) }
+                position += 4
+            default: scalarValue = UInt32(escape)
+            }
+            if let high = pendingHigh {
+                guard (0xDC00...0xDFFF).contains(scalarValue) else {
+                    throw BrokerError(.invalidJSON, "unpaired surrogate")
+                }
+                scalarValue = 0x10000 + ((high - 0xD800) << 10) + (scalarValue - 0xDC00)
+                pendingHigh = nil
+            } else if (0xD800...0xDBFF).contains(scalarValue) {
+                pendingHigh = scalarValue
+                continue
+            } else if (0xDC00...0xDFFF).contains(scalarValue) {
+                throw BrokerError(.invalidJSON, "unpaired surrogate")
+            }
+            guard let scalar = Unicode.Scalar(scalarValue) else { throw BrokerError(.invalidJSON, "invalid escape") }
+            scalars.append(scalar)
+        }
+        if pendingHigh != nil { throw BrokerError(.invalidJSON, "unpaired surrogate") }
+        return String(scalars)
+    }
+
+    /// The first byte of a member's value, telling its JSON type.
+    func firstByte(of member: Member) -> UInt8 { bytes[member.value.lowerBound] }
+
+    /// The member's value as a string, `nil` when it is not a string.
+    func string(_ member: Member) throws(BrokerError) -> String? {
+        guard firstByte(of: member) == UInt8(ascii: "\"") else { return nil }
+        return try decodeString((member.value.lowerBound + 1)..<(member.value.upperBound - 1))
+    }
+
+    /// The member's value as a number, `nil` when it is not a number.
+    func number(_ member: Member) -> Double? {
+        let first = firstByte(of: member)
+        guard first == UInt8(ascii: "-") || isDigit(first) else { return nil }
+        return Double(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[member.value]), as: UTF8.self))
+    }
+
+    /// The member's value as a Boolean, `nil` when it is not `true` or `false`.
+    func bool(_ member: Member) -> Bool? {
+        switch firstByte(of: member) {
+        case UInt8(ascii: "t"): return true
+        case UInt8(ascii: "f"): return false
+        default: return nil
+        }
+    }
+
+    /// Whether the member's value is `null`.
+    func isNull(_ member: Member) -> Bool { firstByte(of: member) == UInt8(ascii: "n") }
+
+    /// The member's value as compact JSON bytes: white space outside strings removed, everything else verbatim.
+    func compactBytes(_ member: Member) -> [UInt8] {
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[member.value])
+        var output = [UInt8]()
+        output.reserveCapacity(slice.count)
+        var inString = false
+        var escaped = false
+        for byte in slice {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                output.append(byte)
+            } else if byte == UInt8(ascii: "\"") {
+                inString = true
+                output.append(byte)
+            } else if !isWhitespace(byte) {
+                output.append(byte)
+            }
+        }
+        return output
+    }
+
+    // MARK: - Bytes
+
+    private func peek() -> UInt8? { index < bytes.count ? bytes[index] : nil }
+
+    private mutating func skipWhitespace() {
+        while index < bytes.count, isWhitespace(bytes[index]) { index += 1 }
+    }
+}
+
+@inline(__always) func isWhitespace(_ byte: UInt8) -> Bool {
+    byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09
+}
+
+@inline(__always) func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+
+@inline(__always) func hexValue(_ byte: UInt8) -> UInt8? {
+    switch byte {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+    default: return nil
+    }
+}

@@ -1,0 +1,75 @@
+import NIOCore
+
+/// One framed request line, or the news that a line went over the byte limit.
+public enum RequestFrame: Sendable {
+    /// A complete line without its `\n` (and without a trailing `\r`).
+    case line(ByteBuffer)
+    /// A line exceeded the limit; its bytes were dropped as they arrived and it gets one `too_large` reply.
+    case oversized
+}
+
+/// Splits a byte stream into newline-terminated lines of at most `maxLineBytes` bytes.
+///
+/// Bytes are only examined once, a line is handed on whole (so a UTF-8 character split across reads is joined
+/// before anyone decodes it), and a line over the limit is reported as soon as it crosses the limit and then
+/// discarded up to its newline, never buffered whole.
+public struct LineFrameDecoder: ByteToMessageDecoder {
+    /// Frames produced.
+    public typealias InboundOut = RequestFrame
+
+    private let maxLineBytes: Int
+    private var scanned = 0
+    private var discarding = false
+
+    /// Creates a decoder.
+    /// - Parameter maxLineBytes: The longest line accepted, in bytes, not counting its line ending.
+    public init(maxLineBytes: Int) {
+        self.maxLineBytes = maxLineBytes
+    }
+
+    /// Decodes as many frames as the buffer holds.
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let view = buffer.readableBytesView
+        guard let newline = view[(view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n")) else {
+            if discarding {
+                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+                scanned = 0
+            } else if buffer.readableBytes > maxLineBytes + 1 {  // + 1: room for a `\r` before the newline
+                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+                scanned = 0
+                discarding = true
+                context.fireChannelRead(Self.wrapInboundOut(.oversized))
+            } else {
+                scanned = buffer.readableBytes
+            }
+            return .needMoreData
+        }
+        let length = newline - view.startIndex
+        scanned = 0
+        if discarding {
+            discarding = false
+            buffer.moveReaderIndex(forwardBy: length + 1)
+            return .continue
+        }
+        var lineLength = length
+        if lineLength > 0, view[newline - 1] == UInt8(ascii: "\r") { lineLength -= 1 }
+        if lineLength > maxLineBytes {
+            buffer.moveReaderIndex(forwardBy: length + 1)
+            context.fireChannelRead(Self.wrapInboundOut(.oversized))
+            return .continue
+        }
+        let line = buffer.getSlice(at: buffer.readerIndex, length: lineLength)!
+        buffer.moveReaderIndex(forwardBy: length + 1)
+        context.fireChannelRead(Self.wrapInboundOut(.line(line)))
+        return .continue
+    }
+
+    /// At end of input a partial line is dropped: the peer went away mid-request.
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws
+        -> DecodingState
+    {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+        return .needMoreData
+    }
+}

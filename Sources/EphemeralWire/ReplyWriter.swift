@@ -1,0 +1,172 @@
+import NIOCore
+
+/// Writes one compact JSON reply line straight into a `ByteBuffer`, with no intermediate tree.
+///
+/// ```swift
+/// var reply = ReplyWriter.ok(into: buffer)
+/// reply.member("pong", int: now)
+/// let line = reply.finish(signer: nil, nonce: nil)
+/// ```
+public struct ReplyWriter {
+    private var buffer: ByteBuffer
+    private let start: Int
+    /// Whether the object being written already has a member, per nesting level.
+    private var hasMember: [Bool] = [false]
+
+    private init(buffer: ByteBuffer) {
+        self.buffer = buffer
+        self.start = buffer.writerIndex
+        self.buffer.writeStaticString("{")
+    }
+
+    /// Begins a success reply: `{"ok":true`.
+    /// - Parameter buffer: A buffer to append to (usually empty, from the channel's allocator).
+    /// - Returns: The writer.
+    public static func ok(into buffer: ByteBuffer) -> ReplyWriter {
+        var writer = ReplyWriter(buffer: buffer)
+        writer.member("ok", bool: true)
+        return writer
+    }
+
+    /// Begins an error reply: `{"ok":false,"error":"<name>"}` plus a `message` when the error has one.
+    /// - Parameters:
+    ///   - error: The error to report.
+    ///   - buffer: A buffer to append to.
+    /// - Returns: The writer.
+    public static func error(_ error: BrokerError, into buffer: ByteBuffer) -> ReplyWriter {
+        var writer = ReplyWriter(buffer: buffer)
+        writer.member("ok", bool: false)
+        writer.member("error", string: error.code.wireName)
+        if let message = error.message { writer.member("message", string: message) }
+        return writer
+    }
+
+    private mutating func name(_ name: String) {
+        if hasMember[hasMember.count - 1] { buffer.writeStaticString(",") }
+        hasMember[hasMember.count - 1] = true
+        buffer.writeJSONString(name)
+        buffer.writeStaticString(":")
+    }
+
+    /// Appends a string member.
+    public mutating func member(_ name: String, string value: String) {
+        self.name(name)
+        buffer.writeJSONString(value)
+    }
+
+    /// Appends an integer member.
+    public mutating func member(_ name: String, int value: Int64) {
+        self.name(name)
+        buffer.writeString(String(value))
+    }
+
+    /// Appends a number member; non-finite numbers are written as `0`, which JSON cannot express otherwise.
+    public mutating func member(_ name: String, double value: Double) {
+        self.name(name)
+        buffer.writeString(value.isFinite ? formatted(value) : "0")
+    }
+
+    /// Appends a Boolean member.
+    public mutating func member(_ name: String, bool value: Bool) {
+        self.name(name)
+        if value { buffer.writeStaticString("true") } else { buffer.writeStaticString("false") }
+    }
+
+    /// Appends a member whose value is already JSON text.
+    public mutating func member(_ name: String, rawJSON bytes: [UInt8]) {
+        self.name(name)
+        buffer.writeBytes(bytes)
+    }
+
+    /// Opens a nested object member; close it with ``endObject()``.
+    public mutating func beginObject(_ name: String) {
+        self.name(name)
+        buffer.writeStaticString("{")
+        hasMember.append(false)
+    }
+
+    /// Closes the innermost nested object.
+    public mutating func endObject() {
+        precondition(hasMember.count > 1, "endObject without beginObject")
+        hasMember.removeLast()
+        buffer.writeStaticString("}")
+    }
+
+    /// Closes the reply and its line, signing it when asked.
+    ///
+    /// A signed reply ends with `"hmac":"<hex>"` over the request's nonce, a newline, and the reply's bytes
+    /// without that member, so a reply cannot be replayed as the answer to another request.
+    /// - Parameters:
+    ///   - signer: Signs the reply when given.
+    ///   - nonce: The request's nonce (empty when it had none).
+    /// - Returns: The reply line, ending in `\n`.
+    public mutating func finish(signer: FrameSigner?, nonce: String?) -> ByteBuffer {
+        precondition(hasMember.count == 1, "unclosed nested object")
+        if let signer {
+            let mac = buffer.withUnsafeReadableBytes { bytes in
+                let reply = UnsafeRawBufferPointer(rebasing: bytes[(start - buffer.readerIndex)...])
+                return Self.replyMAC(signer: signer, nonce: nonce, replyWithoutMAC: reply, closingBrace: true)
+            }
+            member("hmac", string: mac)
+        }
+        buffer.writeStaticString("}\n")
+        return buffer
+    }
+
+    /// The MAC of a reply: over `nonce`, a newline, and the reply's bytes without its `hmac` member.
+    /// - Parameters:
+    ///   - signer: The signer.
+    ///   - nonce: The request's nonce, or `nil`.
+    ///   - replyWithoutMAC: The reply's bytes from `{` up to where the `hmac` member begins.
+    ///   - closingBrace: Whether to append the `}` that closes the reply without its MAC.
+    /// - Returns: 64 lowercase hex digits.
+    public static func replyMAC(signer: FrameSigner, nonce: String?, replyWithoutMAC: UnsafeRawBufferPointer,
+                                closingBrace: Bool) -> String
+    {
+        var prefix = Array((nonce ?? "").utf8)
+        prefix.append(UInt8(ascii: "\n"))
+        let brace: [UInt8] = closingBrace ? [UInt8(ascii: "}")] : []
+        return prefix.withUnsafeBytes { prefixBytes in
+            brace.withUnsafeBytes { braceBytes in
+                Hex.encode(signer.mac([prefixBytes, replyWithoutMAC, braceBytes]))
+            }
+        }
+    }
+
+    private func formatted(_ value: Double) -> String {
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        return String(value)
+    }
+}
+
+extension ByteBuffer {
+    /// Writes `string` as a JSON string literal, escaping what JSON requires.
+    /// - Parameter string: The text.
+    public mutating func writeJSONString(_ string: String) {
+        writeStaticString("\"")
+        var pendingStart = string.utf8.startIndex
+        let utf8 = string.utf8
+        var index = utf8.startIndex
+        while index != utf8.endIndex {
+            let byte = utf8[index]
+            if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 {
+                writeSubstring(string[pendingStart..<index])
+                switch byte {
+                case UInt8(ascii: "\""): writeStaticString("\\\"")
+                case UInt8(ascii: "\\"): writeStaticString("\\\\")
+                case 0x0A: writeStaticString("\\n")
+                case 0x0D: writeStaticString("\\r")
+                case 0x09: writeStaticString("\\t")
+                default:
+                    let hex = Array("0123456789abcdef".utf8)
+                    writeBytes([UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]])
+                }
+                pendingStart = utf8.index(after: index)
+            }
+            index = utf8.index(after: index)
+        }
+        writeSubstring(string[pendingStart..<utf8.endIndex])
+        writeStaticString("\"")
+    }
+}

@@ -1,0 +1,213 @@
+/// The actions a broker understands, named as in the request's `action` member.
+public enum Action: String, Sendable, CaseIterable {
+    /// Liveness check: `{"ok":true,"pong":<epoch ms>}`.
+    case ping
+    /// Read a value.
+    case get
+    /// Store a value with a time to live.
+    case set
+    /// Delete a key (succeeds for a missing key too).
+    case del
+    /// List live keys and their expiry, never their values.
+    case list
+    /// Item and lease counts, memory and uptime.
+    case stats
+    /// Health: capacity, connections and whether the broker is draining.
+    case health
+    /// Prometheus text exposition of the broker's counters.
+    case metrics
+    /// The original lease: the lowest free integer for a key, per worker.
+    case lease
+    /// Release the lease a worker holds.
+    case release
+}
+
+/// A validated command: an action with the members it needs, each of the right type.
+public enum Command: Sendable, Equatable {
+    /// `ping`.
+    case ping
+    /// `get` of a key.
+    case get(key: String)
+    /// `set` of a key.
+    case set(SetCommand)
+    /// `del` of a key.
+    case del(key: String)
+    /// `list`.
+    case list
+    /// `stats`.
+    case stats
+    /// `health`.
+    case health
+    /// `metrics`.
+    case metrics
+    /// `lease` of the lowest free integer for `key`; `ttl` in milliseconds when given.
+    case lease(key: String, workerId: String, ttl: Double?)
+    /// `release` of the lease `workerId` holds.
+    case release(workerId: String)
+
+    /// The action this command performs.
+    public var action: Action {
+        switch self {
+        case .ping: .ping
+        case .get: .get
+        case .set: .set
+        case .del: .del
+        case .list: .list
+        case .stats: .stats
+        case .health: .health
+        case .metrics: .metrics
+        case .lease: .lease
+        case .release: .release
+        }
+    }
+}
+
+/// The members of a `set` request.
+public struct SetCommand: Sendable, Equatable {
+    /// The key to store under.
+    public var key: String
+    /// The value as compact JSON bytes, stored and returned verbatim.
+    public var value: [UInt8]
+    /// The time to live in milliseconds, `nil` when the request gave none (or `null`).
+    public var ttl: Double?
+    /// Whether `value` is a JSON string holding base64 of gzip-compressed JSON (the original client's scheme).
+    public var compressed: Bool
+
+    /// Creates a `set` command.
+    /// - Parameters:
+    ///   - key: The key.
+    ///   - value: Compact JSON bytes of the value.
+    ///   - ttl: Milliseconds, or `nil` for none given.
+    ///   - compressed: Whether the value is compressed.
+    public init(key: String, value: [UInt8], ttl: Double?, compressed: Bool = false) {
+        self.key = key
+        self.value = value
+        self.ttl = ttl
+        self.compressed = compressed
+    }
+}
+
+/// A decoded request line: its command (or why it has none) and the signing members around it.
+public struct Request: Sendable {
+    /// The action named by the request, `nil` when it named none this broker knows.
+    public var action: Action?
+    /// The command, or the named error that its members earned.
+    public var command: Result<Command, BrokerError>
+    /// Whether the request carried a valid HMAC (only ever `true` when the broker has a secret).
+    public var isSigned: Bool
+    /// The request's `ts` member (epoch milliseconds), used against replay.
+    public var timestamp: Double?
+    /// The request's `nonce` member, used against replay and to bind the signed reply.
+    public var nonce: String?
+}
+
+/// Turns one request line into a ``Request``.
+public struct RequestDecoder: Sendable {
+    /// The signer that checks each request's HMAC, or `nil` when the broker has no secret.
+    public let signer: FrameSigner?
+
+    /// Creates a decoder.
+    /// - Parameter signer: Checks the `hmac` member of every request when given.
+    public init(signer: FrameSigner?) {
+        self.signer = signer
+    }
+
+    /// Decodes one line (without its newline).
+    /// - Parameter line: The request bytes.
+    /// - Returns: The request.
+    /// - Throws: ``BrokerError`` with `invalid_json`, `invalid_request` or `auth_failed` when the line cannot be
+    ///   trusted at all; errors in the members of a trusted request are returned in ``Request/command`` instead.
+    public func decode(_ line: UnsafeRawBufferPointer) throws(BrokerError) -> Request {
+        var scanner = JSONScanner(line)
+        guard let object = try scanner.scanTopLevel() else {
+            throw BrokerError(.invalidRequest, "a request must be a JSON object")
+        }
+        var isSigned = false
+        if let signer {
+            try signer.verify(line: line, object: object, scanner: scanner)
+            isSigned = true
+        }
+        var timestamp: Double?
+        var nonce: String?
+        if let member = object.member("ts"), !scanner.isNull(member) {
+            guard let value = scanner.number(member) else { throw BrokerError(.invalidRequest, "ts must be a number") }
+            timestamp = value
+        }
+        if let member = object.member("nonce"), !scanner.isNull(member) {
+            guard let value = try scanner.string(member) else {
+                throw BrokerError(.invalidRequest, "nonce must be a string")
+            }
+            nonce = value
+        }
+        guard let actionMember = object.member("action"), let name = try scanner.string(actionMember) else {
+            return Request(action: nil, command: .failure(BrokerError(.invalidRequest, "action must be a string")),
+                           isSigned: isSigned, timestamp: timestamp, nonce: nonce)
+        }
+        guard let action = Action(rawValue: name) else {
+            return Request(action: nil, command: .failure(BrokerError(.unknownAction)), isSigned: isSigned,
+                           timestamp: timestamp, nonce: nonce)
+        }
+        let command: Result<Command, BrokerError>
+        do {
+            command = .success(try Self.command(action, object: object, scanner: scanner))
+        } catch {
+            command = .failure(error)
+        }
+        return Request(action: action, command: command, isSigned: isSigned, timestamp: timestamp, nonce: nonce)
+    }
+
+    private static func command(_ action: Action, object: JSONScanner.Object, scanner: JSONScanner)
+        throws(BrokerError) -> Command
+    {
+        func key() throws(BrokerError) -> String {
+            guard let member = object.member("key"), let key = try scanner.string(member) else {
+                throw BrokerError(.keyRequired, "key must be a string")
+            }
+            return key
+        }
+        func ttl() throws(BrokerError) -> Double? {
+            guard let member = object.member("ttl"), !scanner.isNull(member) else { return nil }
+            guard let ttl = scanner.number(member), ttl.isFinite else {
+                throw BrokerError(.invalidTTL, "ttl must be a number of milliseconds")
+            }
+            return ttl
+        }
+        func nonEmptyString(_ name: String) throws(BrokerError) -> String? {
+            guard let member = object.member(name), let value = try scanner.string(member), !value.isEmpty else {
+                return nil
+            }
+            return value
+        }
+        switch action {
+        case .ping: return .ping
+        case .list: return .list
+        case .stats: return .stats
+        case .health: return .health
+        case .metrics: return .metrics
+        case .get: return .get(key: try key())
+        case .del: return .del(key: try key())
+        case .set:
+            let key = try key()
+            guard let valueMember = object.member("value") else {
+                throw BrokerError(.invalidRequest, "set needs a value")
+            }
+            var compressed = false
+            if let member = object.member("compressed"), !scanner.isNull(member) {
+                guard let flag = scanner.bool(member) else {
+                    throw BrokerError(.invalidRequest, "compressed must be a boolean")
+                }
+                compressed = flag
+            }
+            return .set(SetCommand(key: key, value: scanner.compactBytes(valueMember), ttl: try ttl(),
+                                   compressed: compressed))
+        case .lease:
+            guard let key = try nonEmptyString("key"), let workerId = try nonEmptyString("workerId") else {
+                throw BrokerError(.keyAndWorkerRequired)
+            }
+            return .lease(key: key, workerId: workerId, ttl: try ttl())
+        case .release:
+            guard let workerId = try nonEmptyString("workerId") else { throw BrokerError(.workerRequired) }
+            return .release(workerId: workerId)
+        }
+    }
+}
