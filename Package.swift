@@ -72,7 +72,11 @@ let package = Package(
         ),
         .testTarget(
             name: "EphemeralWireTests",
-            dependencies: ["EphemeralWire"],
+            dependencies: [
+                "EphemeralWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
@@ -92,7 +96,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EphemeralBrokerCLITests",
-            dependencies: ["EphemeralWire"],
+            dependencies: ["EphemeralBrokerCLI", "EphemeralWire"],
             swiftSettings: strict
         ),
     ]

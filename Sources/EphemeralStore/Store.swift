@@ -12,6 +12,15 @@ public struct Store: Sendable {
         public var json: [UInt8]
         /// Whether the value is the original client's base64-gzip string.
         public var compressed: Bool
+
+        /// Creates a value.
+        /// - Parameters:
+        ///   - json: Compact JSON bytes.
+        ///   - compressed: Whether they are a compressed value.
+        public init(json: [UInt8], compressed: Bool) {
+            self.json = json
+            self.compressed = compressed
+        }
     }
 
     struct Item {

@@ -43,7 +43,12 @@ public enum ValueCompression {
         let text = Array(output.readableBytesView)
         let isJSON = text.withUnsafeBytes { bytes in
             var scanner = JSONScanner(bytes)
-            return (try? scanner.scanTopLevel()) != nil  // .some(nil): valid JSON that is not an object
+            do throws(BrokerError) {
+                _ = try scanner.scanTopLevel()
+                return true
+            } catch {
+                return false
+            }
         }
         guard isJSON else { throw BrokerError(.invalidCompressedValue, "a compressed value must hold JSON") }
         return text

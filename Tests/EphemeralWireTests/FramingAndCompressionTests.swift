@@ -1,0 +1,87 @@
+import EphemeralWire
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@Suite("Line framing")
+struct LineFrameDecoderTests {
+    private func frames(_ chunks: [[UInt8]], limit: Int = 16) throws -> [String] {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineFrameDecoder(maxLineBytes: limit)))
+        var out: [String] = []
+        for chunk in chunks {
+            try channel.writeInbound(ByteBuffer(bytes: chunk))
+            while let frame = try channel.readInbound(as: RequestFrame.self) {
+                switch frame {
+                case .line(let buffer): out.append(String(buffer: buffer))
+                case .oversized: out.append("<oversized>")
+                }
+            }
+        }
+        _ = try channel.finish()
+        return out
+    }
+
+    @Test func joinsAUTF8CharacterSplitAcrossReads() throws {
+        let text = Array("é😀\n".utf8)
+        let result = try frames([Array(text[0..<1]), Array(text[1..<3]), Array(text[3...])])
+        #expect(result == ["é😀"])
+    }
+
+    @Test func manyLinesInOneReadAndCRLF() throws {
+        #expect(try frames([Array("a\r\nb\nc".utf8), Array("\n".utf8)]) == ["a", "b", "c"])
+    }
+
+    @Test func anOversizedLineIsReportedOnceAndTheNextLineStillWorks() throws {
+        let long = [UInt8](repeating: UInt8(ascii: "x"), count: 40)
+        let result = try frames([Array(long[0..<10]), Array(long[10...]), Array("\nok\n".utf8)])
+        #expect(result == ["<oversized>", "ok"])
+    }
+
+    @Test func anOversizedLineInOneChunk() throws {
+        #expect(try frames([Array((String(repeating: "y", count: 17) + "\nz\n").utf8)]) == ["<oversized>", "z"])
+        #expect(try frames([Array((String(repeating: "y", count: 16) + "\r\n").utf8)]) == [String(repeating: "y", count: 16)])
+    }
+}
+
+@Suite("Compressed values")
+struct ValueCompressionTests {
+    @Test func roundTripsAndMeasuresTheDecompressedSize() throws {
+        let json = Array(("{\"pad\":\"" + String(repeating: "z", count: 5000) + "\"}").utf8)
+        let compressed = ValueCompression.compress(json)
+        #expect(compressed.count < json.count)
+        #expect(try ValueCompression.decompress(compressed, limit: 10_000) == json)
+        #expect(try ValueCompression.decompressedSize(of: compressed, limit: json.count) == json.count)
+    }
+
+    @Test func aGzipBombIsTooLargeWithoutInflatingIt() {
+        let bomb = ValueCompression.compress(Array(("\"" + String(repeating: "0", count: 20_000_000) + "\"").utf8))
+        #expect(bomb.count < 100_000)
+        #expect(throws: BrokerError.self) { try ValueCompression.decompressedSize(of: bomb, limit: 262_144) }
+        do {
+            _ = try ValueCompression.decompressedSize(of: bomb, limit: 262_144)
+        } catch {
+            #expect(error.code == .tooLarge)
+        }
+    }
+
+    @Test func refusesWhatIsNotBase64OfGzipOfJSON() {
+        func code(_ value: String) -> String? {
+            do { _ = try ValueCompression.decompress(Array(value.utf8), limit: 1000) } catch {
+                return error.code.wireName
+            }
+            return nil
+        }
+        #expect(code("42") == "invalid_compressed_value")
+        #expect(code("\"not base64!\"") == "invalid_compressed_value")
+        #expect(code("\"aGVsbG8=\"") == "invalid_compressed_value")  // base64 of "hello", not gzip
+        let notJSON = ValueCompression.compress(Array("not json".utf8))
+        #expect(code(String(decoding: notJSON, as: UTF8.self)) == "invalid_compressed_value")
+    }
+
+    @Test func base64MatchesRFC4648() {
+        #expect(String(decoding: Base64.encode(Array("foobar".utf8)), as: UTF8.self) == "Zm9vYmFy")
+        #expect(String(decoding: Base64.encode(Array("fo".utf8)), as: UTF8.self) == "Zm8=")
+        #expect(Base64.decode(Array("Zm9vYg==".utf8)) == Array("foob".utf8))
+        #expect(Base64.decode(Array("Zm9v!".utf8)) == nil)
+    }
+}

@@ -1,0 +1,88 @@
+import EphemeralWire
+import Testing
+
+@Suite("Request decoding")
+struct RequestDecoderTests {
+    private func decode(_ line: String, secret: String? = nil) throws(BrokerError) -> Request {
+        let bytes = Array(line.utf8)
+        let decoder = RequestDecoder(signer: secret.map(FrameSigner.init(secret:)))
+        let result = bytes.withUnsafeBytes { raw -> Result<Request, BrokerError> in
+            do throws(BrokerError) { return .success(try decoder.decode(raw)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    private func code(_ line: String, secret: String? = nil) -> String? {
+        do {
+            let request = try decode(line, secret: secret)
+            if case .failure(let error) = request.command { return error.code.wireName }
+            return nil
+        } catch {
+            return error.code.wireName
+        }
+    }
+
+    @Test func decodesEveryAction() throws {
+        #expect(try decode(#"{"action":"ping"}"#).command.get() == .ping)
+        #expect(try decode(#" {"action":"get","key":"k"} "#).command.get() == .get(key: "k"))
+        #expect(try decode(#"{"action":"del","key":"k"}"#).command.get() == .del(key: "k"))
+        let set = try decode(#"{"action":"set","key":"k","value":{ "a" : [1, 2.5e3, "x y"] },"ttl":100}"#)
+        #expect(try set.command.get() == .set(SetCommand(key: "k", value: Array(#"{"a":[1,2.5e3,"x y"]}"#.utf8), ttl: 100)))
+        #expect(try decode(#"{"action":"lease","key":"p","workerId":"w","ttl":5}"#).command.get()
+            == .lease(key: "p", workerId: "w", ttl: 5))
+        #expect(try decode(#"{"action":"release","workerId":"w"}"#).command.get() == .release(workerId: "w"))
+        for action in ["list", "stats", "health", "metrics"] {
+            #expect(try decode(#"{"action":"\#(action)"}"#).action?.rawValue == action)
+        }
+    }
+
+    @Test func namesEveryMalformedRequest() {
+        #expect(code("{") == "invalid_json")
+        #expect(code("") == "invalid_json")
+        #expect(code(#"{"action":"ping"} x"#) == "invalid_json")
+        #expect(code("[1,2]") == "invalid_request")
+        #expect(code("null") == "invalid_request")
+        #expect(code("42") == "invalid_request")
+        #expect(code(#""ping""#) == "invalid_request")
+        #expect(code(#"{}"#) == "invalid_request")
+        #expect(code(#"{"action":7}"#) == "invalid_request")
+        #expect(code(#"{"action":"explode"}"#) == "unknown_action")
+        #expect(code(#"{"action":"get"}"#) == "key_required")
+        #expect(code(#"{"action":"get","key":5}"#) == "key_required")
+        #expect(code(#"{"action":"set","key":"k","ttl":10}"#) == "invalid_request")
+        #expect(code(#"{"action":"set","key":"k","value":1,"ttl":"10"}"#) == "invalid_ttl")
+        #expect(code(#"{"action":"set","key":"k","value":1,"ttl":10,"compressed":"yes"}"#) == "invalid_request")
+        #expect(code(#"{"action":"lease","key":"","workerId":"w"}"#) == "key_and_worker_required")
+        #expect(code(#"{"action":"lease","key":"p"}"#) == "key_and_worker_required")
+        #expect(code(#"{"action":"release"}"#) == "worker_required")
+        #expect(code("{\"action\":\"get\",\"key\":\"a\u{01}\"}") == "invalid_json")
+        #expect(code(#"{"action":"get","key":"\ud800"}"#) == "invalid_json")
+        #expect(code(String(repeating: "[", count: 1000) + String(repeating: "]", count: 1000)) == "invalid_request"
+            || code(String(repeating: "[", count: 1000)) == "invalid_json")
+    }
+
+    @Test func refusesInvalidUTF8() {
+        let bytes: [UInt8] = Array(#"{"action":"get","key":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)
+        let result = bytes.withUnsafeBytes { raw -> Result<Request, BrokerError> in
+            do throws(BrokerError) { return .success(try RequestDecoder(signer: nil).decode(raw)) } catch {
+                return .failure(error)
+            }
+        }
+        #expect(throws: BrokerError(.invalidJSON, "invalid UTF-8")) { try result.get() }
+    }
+
+    @Test func deepNestingIsRefusedWithoutCrashing() {
+        let deep = #"{"action":"set","key":"k","ttl":1,"value":"# + String(repeating: "[", count: 100_000)
+            + String(repeating: "]", count: 100_000) + "}"
+        #expect(code(deep) == "invalid_json")
+    }
+
+    @Test func decodesEscapesAndUnicode() throws {
+        let request = try decode(#"{"action":"get","key":"h\u00e9llo \ud83d\ude00 \"q\" \\ \n"}"#)
+        #expect(try request.command.get() == .get(key: "héllo 😀 \"q\" \\ \n"))
+    }
+
+    @Test func lastDuplicateMemberWins() throws {
+        #expect(try decode(#"{"action":"get","key":"a","key":"b"}"#).command.get() == .get(key: "b"))
+    }
+}
