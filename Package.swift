@@ -84,10 +84,16 @@ let package = Package(
             dependencies: ["EphemeralStore", "EphemeralWire"],
             swiftSettings: strict
         ),
+        .target(
+            name: "BrokerTestSupport",
+            dependencies: ["EphemeralWire"],
+            path: "Tests/BrokerTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "EphemeralServerTests",
             dependencies: [
-                "EphemeralServer", "EphemeralWire", "EphemeralStore",
+                "EphemeralServer", "EphemeralWire", "EphemeralStore", "BrokerTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -96,7 +102,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EphemeralBrokerCLITests",
-            dependencies: ["EphemeralBrokerCLI", "EphemeralWire"],
+            dependencies: ["EphemeralBrokerCLI", "EphemeralWire", "BrokerTestSupport"],
             swiftSettings: strict
         ),
     ]

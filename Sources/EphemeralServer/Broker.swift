@@ -30,6 +30,7 @@ public final class Broker: Sendable {
     }
 
     private struct Running {
+        let group: MultiThreadedEventLoopGroup
         let server: any Channel
         let binding: SocketBinding
         let core: NIOLoopBound<BrokerCore>
@@ -38,9 +39,8 @@ public final class Broker: Sendable {
 
     private let configuration: BrokerConfiguration
     private let clock: any WallClock
-    private let group: MultiThreadedEventLoopGroup
     private let state = Mutex<State>(.idle)
-    private let stopped: EventLoopPromise<Void>
+    private let stopWaiters = Mutex<(stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
     private let children = Mutex<[ObjectIdentifier: any Channel]>([:])
 
     /// Creates a broker; nothing is bound until ``start()``.
@@ -50,8 +50,6 @@ public final class Broker: Sendable {
     public init(configuration: BrokerConfiguration, clock: any WallClock = SystemWallClock()) {
         self.configuration = configuration
         self.clock = clock
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        self.stopped = group.next().makePromise(of: Void.self)
     }
 
     /// The socket path clients connect to, once started.
@@ -69,6 +67,7 @@ public final class Broker: Sendable {
     @discardableResult
     public func start() async throws -> String {
         let binding = try SocketBinding.prepare(configuration.socket)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         let configuration = self.configuration
         let clock = self.clock
@@ -103,6 +102,7 @@ public final class Broker: Sendable {
             try binding.finishBinding()
         } catch {
             binding.remove()
+            try? await group.shutdownGracefully()
             throw error
         }
         let tasks = try await loop.submit {
@@ -125,7 +125,7 @@ public final class Broker: Sendable {
             }
             return tasks
         }.get()
-        state.withLock { $0 = .running(Running(server: server, binding: binding, core: core, tasks: tasks)) }
+        state.withLock { $0 = .running(Running(group: group, server: server, binding: binding, core: core, tasks: tasks)) }
         logger.debug("broker started", metadata: ["pipe": "\(binding.path)"])
         return binding.path
     }
@@ -155,8 +155,7 @@ public final class Broker: Sendable {
             return previous
         }
         guard case .running(let running) = previous else {
-            if case .idle = previous { try? await group.shutdownGracefully() }
-            stopped.succeed()
+            markStopped()
             return
         }
         for task in running.tasks { task.cancel() }
@@ -165,8 +164,8 @@ public final class Broker: Sendable {
         running.binding.remove()
         _ = try? await running.core.eventLoop.submit { running.core.value.clear() }.get()
         configuration.logger.debug("broker stopped", metadata: ["pipe": "\(running.binding.path)"])
-        stopped.succeed()
-        try? await group.shutdownGracefully()
+        try? await running.group.shutdownGracefully()
+        markStopped()
     }
 
     /// Drains (bounded by the configuration's `drainTimeout`), then stops.
@@ -177,7 +176,23 @@ public final class Broker: Sendable {
 
     /// Waits until the broker has stopped, whether by ``shutdown()``, ``stop()`` or the idle timeout.
     public func waitUntilStopped() async {
-        try? await stopped.futureResult.get()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let alreadyStopped = stopWaiters.withLock { state -> Bool in
+                if state.stopped { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if alreadyStopped { continuation.resume() }
+        }
+    }
+
+    private func markStopped() {
+        let waiters = stopWaiters.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.stopped = true
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     private func currentRunning() -> Running? {

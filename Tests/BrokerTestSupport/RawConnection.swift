@@ -1,0 +1,163 @@
+import EphemeralWire
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A test's error: what went wrong, for the failure message.
+public struct TestFailure: Error, CustomStringConvertible {
+    /// The explanation.
+    public let description: String
+    /// Creates a failure.
+    public init(_ description: String) { self.description = description }
+}
+
+/// A blocking Unix-socket connection that speaks raw NDJSON, so tests see exactly the bytes on the wire.
+public final class RawConnection {
+    private let descriptor: Int32
+    private var pending: [UInt8] = []
+
+    /// Connects to `path`; every read gives up after `timeoutSeconds`.
+    public init(path: String, timeoutSeconds: Int = 5) throws {
+        #if canImport(Glibc)
+        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
+        #endif
+        guard descriptor >= 0 else { throw TestFailure("socket() failed") }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard result == 0 else {
+            let code = errno
+            close(descriptor)
+            throw TestFailure("connect(\(path)) failed: errno \(code)")
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    /// Sends bytes as they are.
+    public func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { write(descriptor, $0.baseAddress!, $0.count) }
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else { throw TestFailure("write failed: errno \(errno)") }
+            offset += written
+        }
+    }
+
+    /// Sends a string as it is (add the newline yourself).
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Reads one reply line (without its newline).
+    public func readLine() throws -> String {
+        while true {
+            if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                return line
+            }
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress!, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { throw TestFailure(count == 0 ? "connection closed" : "read failed: errno \(errno)") }
+            pending.append(contentsOf: chunk[..<count])
+        }
+    }
+
+    /// Whether the peer has closed the connection (reads end of file within the timeout).
+    public func readsEndOfFile() -> Bool {
+        var byte: UInt8 = 0
+        while true {
+            let count = read(descriptor, &byte, 1)
+            if count < 0, errno == EINTR { continue }
+            return count == 0
+        }
+    }
+
+    /// Sends one line and reads its reply.
+    public func request(_ line: String) throws -> String {
+        try send(line + "\n")
+        return try readLine()
+    }
+
+    /// Sends a request signed as the original Node client signs: MAC over the text, `hmac` appended last.
+    public func signedRequest(_ payload: String, secret: String) throws -> String {
+        let mac = Array(payload.utf8).withUnsafeBytes { FrameSigner(secret: secret).hexMAC($0) }
+        return try request(String(payload.dropLast()) + #","hmac":""# + mac + #""}"#)
+    }
+}
+
+/// Polls `condition` until it holds or `seconds` pass; never a blind sleep.
+/// - Returns: Whether the condition came true in time.
+public func waitUntil(seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = monotonicSeconds() + seconds
+    while monotonicSeconds() < deadline {
+        if try condition() { return true }
+        usleep(5_000)
+    }
+    return try condition()
+}
+
+/// Seconds on a monotonic clock.
+public func monotonicSeconds() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+}
+
+/// Whether a file system object exists at `path`.
+public func pathExists(_ path: String) -> Bool {
+    var info = stat()
+    return lstat(path, &info) == 0
+}
+
+/// The permission bits of `path`.
+public func permissions(of path: String) -> Int {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return -1 }
+    return Int(info.st_mode & 0o777)
+}
+
+/// A fresh private directory for one test.
+public func makeTemporaryDirectory() -> String {
+    var template = Array("/tmp/ebt-XXXXXX".utf8CString)
+    _ = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Leaves a socket file with nobody listening, as a broker that was SIGKILLed does.
+public func makeStaleSocket(at path: String) throws {
+    #if canImport(Glibc)
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    #else
+    let fd = socket(AF_UNIX, SOCK_STREAM, 0)
+    #endif
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    close(fd)
+    guard result == 0 else { throw TestFailure("bind(\(path)) failed: errno \(errno)") }
+}
