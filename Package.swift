@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "EphemeralWire", targets: ["EphemeralWire"]),
         .library(name: "EphemeralStore", targets: ["EphemeralStore"]),
         .library(name: "EphemeralServer", targets: ["EphemeralServer"]),
+        .library(name: "EphemeralBrokerClient", targets: ["EphemeralBrokerClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -56,11 +57,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "EphemeralBrokerClient",
+            dependencies: [
+                "EphemeralWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "EphemeralBrokerCLI",
             dependencies: [
                 "EphemeralServer",
                 "EphemeralWire",
+                "EphemeralBrokerClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),

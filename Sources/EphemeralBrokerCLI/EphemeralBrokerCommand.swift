@@ -18,7 +18,10 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
             starts a broker on a private Unix socket, runs the command with EPHEMERAL_PIPE and a fresh \
             EPHEMERAL_SECRET in its environment, and exits with the command's status.
             """,
-        subcommands: [Run.self, Serve.self]
+        subcommands: [
+            Run.self, Serve.self, Get.self, Set.self, Del.self, List.self, Ping.self, Stats.self, Health.self,
+            Metrics.self, Lease.self, Release.self,
+        ]
     )
 
     /// Parses and runs, with exit status 2 for usage errors (as the control commands promise) instead of 64.

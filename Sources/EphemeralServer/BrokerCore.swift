@@ -59,7 +59,7 @@ final class BrokerCore {
         case .failure(let error): return reject(error, action: nil, into: buffer)
         }
         let replySigner = request.isSigned ? signer : nil
-        func finish(_ writer: inout ReplyWriter) -> ByteBuffer {
+        func finish(_ writer: inout JSONLineWriter) -> ByteBuffer {
             writer.finish(signer: replySigner, nonce: request.nonce)
         }
         do throws(BrokerError) {
@@ -70,14 +70,14 @@ final class BrokerCore {
             return finish(&writer)
         } catch {
             metrics.record(request.action, error: error)
-            var writer = ReplyWriter.error(error, into: buffer)
+            var writer = JSONLineWriter.error(error, into: buffer)
             return finish(&writer)
         }
     }
 
     private func reject(_ error: BrokerError, action: Action?, into buffer: ByteBuffer) -> ByteBuffer {
         metrics.record(action, error: error)
-        var writer = ReplyWriter.error(error, into: buffer)
+        var writer = JSONLineWriter.error(error, into: buffer)
         return writer.finish(signer: nil, nonce: nil)
     }
 
@@ -91,8 +91,8 @@ final class BrokerCore {
         try replayGuard.admit(timestamp: request.timestamp, nonce: request.nonce, now: now)
     }
 
-    private func execute(_ command: Command, now: Int64, into buffer: ByteBuffer) throws(BrokerError) -> ReplyWriter {
-        var reply = ReplyWriter.ok(into: buffer)
+    private func execute(_ command: Command, now: Int64, into buffer: ByteBuffer) throws(BrokerError) -> JSONLineWriter {
+        var reply = JSONLineWriter.ok(into: buffer)
         switch command {
         case .ping:
             reply.member("pong", int: now)
@@ -156,7 +156,7 @@ final class BrokerCore {
         return (items, max, utilization, max > 0 && utilization >= 90, max > 0 && items >= max)
     }
 
-    private func writeCapacity(_ reply: inout ReplyWriter, now: Int64) {
+    private func writeCapacity(_ reply: inout JSONLineWriter, now: Int64) {
         let capacity = capacityFigures(now: now)
         reply.beginObject("capacity")
         reply.member("items", int: Int64(capacity.items))
@@ -174,7 +174,7 @@ final class BrokerCore {
         reply.endObject()
     }
 
-    private func writeMemory(_ reply: inout ReplyWriter) {
+    private func writeMemory(_ reply: inout JSONLineWriter) {
         reply.beginObject("memory")
         reply.member("rss", int: Int64(ProcessMemory.residentBytes()))
         reply.member("heapUsed", int: Int64(ProcessMemory.heapBytes()))

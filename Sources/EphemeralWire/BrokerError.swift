@@ -49,6 +49,22 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let replayed = Code(wireName: "replayed")
         /// The broker is shutting down and takes no new requests.
         public static let draining = Code(wireName: "draining")
+
+        // Raised by clients, never sent by a broker:
+
+        /// No broker socket was configured (`EPHEMERAL_PIPE` is not set).
+        public static let notConfigured = Code(wireName: "not_configured")
+        /// The broker could not be reached, or the connection broke, within the client's timeout.
+        public static let connectionFailed = Code(wireName: "connection_failed")
+        /// The broker did not answer within the client's timeout.
+        public static let timeout = Code(wireName: "timeout")
+        /// The broker's reply was not a well-formed reply line.
+        public static let invalidReply = Code(wireName: "invalid_reply")
+        /// The reply to a signed request carried no MAC, or a wrong one: it did not come from a broker with the
+        /// shared secret.
+        public static let badReplySignature = Code(wireName: "bad_reply_signature")
+        /// A value could not be encoded to or decoded from JSON as the caller's type.
+        public static let invalidValue = Code(wireName: "invalid_value")
     }
 
     /// What went wrong, as named on the wire.

@@ -357,3 +357,22 @@ struct JSONScanner {
     default: return nil
     }
 }
+
+/// Checks and compacts standalone JSON texts.
+public enum JSONText {
+    /// The text without insignificant white space, or `nil` when it is not exactly one JSON value.
+    /// - Parameter text: UTF-8 JSON.
+    /// - Returns: Compact JSON bytes.
+    public static func compact(_ text: [UInt8]) -> [UInt8]? {
+        text.withUnsafeBytes { bytes -> [UInt8]? in
+            var scanner = JSONScanner(bytes)
+            do throws(BrokerError) {
+                _ = try scanner.scanTopLevel()
+            } catch {
+                return nil
+            }
+            let all = JSONScanner.Member(name: "", separatorStart: 0, value: 0..<bytes.count)
+            return scanner.compactBytes(all)
+        }
+    }
+}

@@ -210,7 +210,7 @@ struct SigningTests {
         let signed = try connection.signedRequest(#"{"action":"get","key":"k"}"#, secret: secret)
         let body = String(signed.dropLast(#","hmac":""#.count + 64 + 2)) + "}"
         let expected = Array(body.utf8).withUnsafeBytes {
-            ReplyWriter.replyMAC(signer: FrameSigner(secret: secret), nonce: nil, replyWithoutMAC: $0, closingBrace: false)
+            JSONLineWriter.replyMAC(signer: FrameSigner(secret: secret), nonce: nil, replyWithoutMAC: $0, closingBrace: false)
         }
         #expect(signed == String(body.dropLast()) + #","hmac":""# + expected + #""}"#)
     }

@@ -1,13 +1,13 @@
 import NIOCore
 
-/// Writes one compact JSON reply line straight into a `ByteBuffer`, with no intermediate tree.
+/// Writes one compact JSON line (a request or a reply) straight into a `ByteBuffer`, with no intermediate tree.
 ///
 /// ```swift
-/// var reply = ReplyWriter.ok(into: buffer)
+/// var reply = JSONLineWriter.ok(into: buffer)
 /// reply.member("pong", int: now)
 /// let line = reply.finish(signer: nil, nonce: nil)
 /// ```
-public struct ReplyWriter {
+public struct JSONLineWriter {
     private var buffer: ByteBuffer
     private let start: Int
     /// Whether the object being written already has a member, per nesting level.
@@ -22,10 +22,39 @@ public struct ReplyWriter {
     /// Begins a success reply: `{"ok":true`.
     /// - Parameter buffer: A buffer to append to (usually empty, from the channel's allocator).
     /// - Returns: The writer.
-    public static func ok(into buffer: ByteBuffer) -> ReplyWriter {
-        var writer = ReplyWriter(buffer: buffer)
+    public static func ok(into buffer: ByteBuffer) -> JSONLineWriter {
+        var writer = JSONLineWriter(buffer: buffer)
         writer.member("ok", bool: true)
         return writer
+    }
+
+    /// Begins a request: `{"action":"<name>"`.
+    /// - Parameters:
+    ///   - action: The action.
+    ///   - buffer: A buffer to append to.
+    /// - Returns: The writer.
+    public static func request(_ action: String, into buffer: ByteBuffer) -> JSONLineWriter {
+        var writer = JSONLineWriter(buffer: buffer)
+        writer.member("action", string: action)
+        return writer
+    }
+
+    /// Closes a request and its line, signing it as the original client does when a signer is given: the MAC
+    /// covers the request's text without the `hmac` member, which is appended last.
+    /// - Parameter signer: Signs the request when given.
+    /// - Returns: The request line, ending in `\n`.
+    public mutating func finishRequest(signer: FrameSigner?) -> ByteBuffer {
+        precondition(hasMember.count == 1, "unclosed nested object")
+        if let signer {
+            let mac = buffer.withUnsafeReadableBytes { bytes in
+                let text = UnsafeRawBufferPointer(rebasing: bytes[(start - buffer.readerIndex)...])
+                let brace: [UInt8] = [UInt8(ascii: "}")]
+                return brace.withUnsafeBytes { Hex.encode(signer.mac([text, $0])) }
+            }
+            member("hmac", string: mac)
+        }
+        buffer.writeStaticString("}\n")
+        return buffer
     }
 
     /// Begins an error reply: `{"ok":false,"error":"<name>"}` plus a `message` when the error has one.
@@ -33,8 +62,8 @@ public struct ReplyWriter {
     ///   - error: The error to report.
     ///   - buffer: A buffer to append to.
     /// - Returns: The writer.
-    public static func error(_ error: BrokerError, into buffer: ByteBuffer) -> ReplyWriter {
-        var writer = ReplyWriter(buffer: buffer)
+    public static func error(_ error: BrokerError, into buffer: ByteBuffer) -> JSONLineWriter {
+        var writer = JSONLineWriter(buffer: buffer)
         writer.member("ok", bool: false)
         writer.member("error", string: error.code.wireName)
         if let message = error.message { writer.member("message", string: message) }

@@ -1,0 +1,217 @@
+import ArgumentParser
+import EphemeralBrokerClient
+import EphemeralWire
+import Foundation
+
+/// Options every control command shares: where the broker is and how to print.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "The broker's socket (default: EPHEMERAL_PIPE).")
+    var socket: String?
+
+    @Option(help: "How long a call may take, retries included (e.g. 5s).")
+    var timeout: String?
+
+    @Flag(help: "Print JSON instead of readable text.")
+    var json = false
+
+    func client() throws -> Client {
+        var environment = ProcessInfo.processInfo.environment
+        if let socket { environment["EPHEMERAL_PIPE"] = socket }
+        var configuration = try ClientConfiguration.fromEnvironment(environment)
+        if let timeout {
+            guard let milliseconds = DurationParser.milliseconds(timeout), milliseconds > 0 else {
+                throw ValidationError("invalid duration '\(timeout)' for --timeout")
+            }
+            configuration.timeout = .milliseconds(milliseconds)
+        }
+        return Client(configuration: configuration)
+    }
+}
+
+/// Runs a control command's body, turning a broker error into exit status 1 with its name on standard error.
+func withBrokerErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as BrokerError {
+        FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
+        throw ExitCode(1)
+    }
+}
+
+/// Parses a TTL option.
+func ttlOption(_ text: String?) throws -> Duration? {
+    guard let text else { return nil }
+    guard let milliseconds = DurationParser.milliseconds(text) else {
+        throw ValidationError("invalid duration '\(text)' for --ttl")
+    }
+    return .milliseconds(milliseconds)
+}
+
+/// Prints JSON text as a person reads it: strings bare, everything else as JSON.
+func readable(_ json: [UInt8]) -> String {
+    if json.first == UInt8(ascii: "\""),
+        let string = try? JSONDecoder().decode(String.self, from: Data(json))
+    {
+        return string
+    }
+    return String(decoding: json, as: UTF8.self)
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a value.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The key.") var key: String
+
+    func run() async throws {
+        try await withBrokerErrors {
+            let value = try await client.client().getJSON(key)
+            FileHandleOutput.standardOutput((client.json ? String(decoding: value, as: UTF8.self) : readable(value)) + "\n")
+        }
+    }
+}
+
+struct Set: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Store a value.", discussion: "VALUE is taken as JSON when it parses as JSON, else as a string.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The key.") var key: String
+    @Argument(help: "The value.") var value: String
+    @Option(help: "How long the value lives (e.g. 30s, 5m).") var ttl: String?
+    @Flag(help: "Store VALUE as a string even when it parses as JSON.") var string = false
+
+    func run() async throws {
+        let ttl = try ttlOption(ttl)
+        try await withBrokerErrors {
+            let bytes = Array(value.utf8)
+            let json = !string && JSONText.compact(bytes) != nil ? bytes : Array(try JSONEncoder().encode(value))
+            try await client.client().setJSON(key, json: json, ttl: ttl)
+            if client.json { FileHandleOutput.standardOutput("{\"ok\":true}\n") }
+        }
+    }
+}
+
+struct Del: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a key (a missing key is not an error).")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The key.") var key: String
+
+    func run() async throws {
+        try await withBrokerErrors {
+            try await client.client().delete(key)
+            if client.json { FileHandleOutput.standardOutput("{\"ok\":true}\n") }
+        }
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List live keys and when they expire.")
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        try await withBrokerErrors {
+            let items = try await client.client().list()
+            if client.json {
+                let entries = items.map { #"{"key":\#(jsonString($0.key)),"expires":\#($0.expiresAt)}"# }
+                FileHandleOutput.standardOutput("[" + entries.joined(separator: ",") + "]\n")
+            } else {
+                let now = Int64(Date().timeIntervalSince1970 * 1000)
+                for item in items {
+                    FileHandleOutput.standardOutput("\(item.key)\texpires in \(max(0, item.expiresAt - now)) ms\n")
+                }
+            }
+        }
+    }
+}
+
+struct Ping: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check the broker answers; print the round trip.")
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        try await withBrokerErrors {
+            let elapsed = try await client.client().ping()
+            let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
+            let text = String(Double(Int(milliseconds * 1000)) / 1000)
+            FileHandleOutput.standardOutput(client.json ? "{\"ok\":true,\"latencyMs\":\(text)}\n" : "pong \(text) ms\n")
+        }
+    }
+}
+
+struct Stats: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the broker's statistics.")
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        try await withBrokerErrors {
+            let stats = try await client.client().statsJSON()
+            FileHandleOutput.standardOutput((client.json ? String(decoding: stats, as: UTF8.self) : prettyJSON(stats)) + "\n")
+        }
+    }
+}
+
+struct Health: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the broker's health.")
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        try await withBrokerErrors {
+            let health = try await client.client().healthJSON()
+            FileHandleOutput.standardOutput((client.json ? String(decoding: health, as: UTF8.self) : prettyJSON(health)) + "\n")
+        }
+    }
+}
+
+struct Metrics: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the broker's Prometheus metrics.")
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        try await withBrokerErrors {
+            let text = try await client.client().metrics()
+            FileHandleOutput.standardOutput(client.json ? "{\"metrics\":\(jsonString(text))}\n" : text)
+        }
+    }
+}
+
+struct Lease: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Take the original lease: print the lowest integer no other worker holds for KEY.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The lease key.") var key: String
+    @Option(help: "The worker holding the lease.") var worker: String
+    @Option(help: "How long the lease lasts without renewal.") var ttl: String?
+
+    func run() async throws {
+        let ttl = try ttlOption(ttl)
+        try await withBrokerErrors {
+            let value = try await client.client().lease(key, workerId: worker, ttl: ttl)
+            FileHandleOutput.standardOutput(client.json ? "{\"value\":\(value)}\n" : "\(value)\n")
+        }
+    }
+}
+
+struct Release: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Release the lease a worker holds; print whether it held one.")
+    @OptionGroup var client: ClientOptions
+    @Option(help: "The worker holding the lease.") var worker: String
+
+    func run() async throws {
+        try await withBrokerErrors {
+            let released = try await client.client().release(workerId: worker)
+            FileHandleOutput.standardOutput(client.json ? "{\"released\":\(released)}\n" : "\(released)\n")
+        }
+    }
+}
+
+/// A JSON string literal.
+func jsonString(_ text: String) -> String {
+    String(decoding: (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8), as: UTF8.self)
+}
+
+/// JSON pretty-printed with sorted keys, for people.
+func prettyJSON(_ json: [UInt8]) -> String {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(json)),
+        let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    else { return String(decoding: json, as: UTF8.self) }
+    return String(decoding: pretty, as: UTF8.self)
+}

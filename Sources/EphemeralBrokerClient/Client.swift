@@ -1,0 +1,197 @@
+import EphemeralWire
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A connection to an ephemeral broker, shared safely by any number of concurrent tasks.
+///
+/// ```swift
+/// let client = try Client()                       // EPHEMERAL_PIPE and EPHEMERAL_SECRET from the environment
+/// try await client.set("token", "abc", ttl: .minutes(5))
+/// let token: String = try await client.get("token")
+/// ```
+///
+/// One persistent connection carries every call; requests are pipelined and each reply goes to its caller.
+/// A missing or refused socket is retried on the original's schedule within the timeout, so a worker that starts
+/// before its broker still succeeds; a dropped connection is re-established on the next call. A call that may
+/// already have been applied and is not idempotent (`release`) is never sent twice.
+public final class Client: Sendable {
+    private enum ConnectionState {
+        case idle
+        case connecting(EventLoopFuture<any Channel>)
+        case connected(any Channel)
+    }
+
+    /// How this client reaches its broker.
+    public let configuration: ClientConfiguration
+    private let signer: FrameSigner?
+    private let state = Mutex<ConnectionState>(.idle)
+    private let group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+
+    /// The longest reply line accepted.
+    static let maxReplyBytes = 256 << 20
+    /// The most a compressed value may inflate to when read.
+    static let maxDecompressedBytes = 256 << 20
+
+    /// Creates a client.
+    /// - Parameter configuration: Socket, secret, timeout and compression threshold.
+    public init(configuration: ClientConfiguration) {
+        self.configuration = configuration
+        self.signer = configuration.secret.map(FrameSigner.init(secret:))
+    }
+
+    /// Creates a client from `EPHEMERAL_PIPE` and `EPHEMERAL_SECRET` (or `CLIENT_SECRET`).
+    /// - Parameter environment: The variables to read; the process's environment by default.
+    /// - Throws: `not_configured` when `EPHEMERAL_PIPE` is not set.
+    public convenience init(environment: [String: String] = ProcessInfo.processInfo.environment) throws(BrokerError) {
+        self.init(configuration: try ClientConfiguration.fromEnvironment(environment))
+    }
+
+    deinit {
+        if case .connected(let channel) = state.withLock({ $0 }) { channel.close(promise: nil) }
+    }
+
+    /// Closes the connection; a later call opens a new one.
+    public func close() async {
+        let current = state.withLock { state -> ConnectionState in
+            defer { state = .idle }
+            return state
+        }
+        if case .connected(let channel) = current { try? await channel.close() }
+    }
+
+    // MARK: - Calls
+
+    /// Sends one request and returns its successful reply.
+    /// - Parameters:
+    ///   - action: The action's wire name.
+    ///   - idempotent: Whether the request may be sent again after a connection broke mid-call.
+    ///   - members: Writes the request's members after `action`.
+    /// - Throws: The broker's error, or `connection_failed`, `timeout`, `invalid_reply`, `bad_reply_signature`.
+    func call(_ action: String, idempotent: Bool = true, members: (inout JSONLineWriter) -> Void = { _ in })
+        async throws(BrokerError) -> BrokerReply
+    {
+        let clock = ContinuousClock()
+        let deadline = clock.now + configuration.timeout
+        var attempt = 0
+        while true {
+            let channel = try await connectedChannel(deadline: deadline, attempt: &attempt)
+            var nonce: String?
+            var writer = JSONLineWriter.request(action, into: channel.allocator.buffer(capacity: 128))
+            members(&writer)
+            if signer != nil {
+                nonce = Hex.encode(FrameSigner.randomBytes(16))
+                writer.member("ts", int: Int64(Date().timeIntervalSince1970 * 1000))
+                writer.member("nonce", string: nonce!)
+            }
+            let line = writer.finishRequest(signer: signer)
+            do throws(BrokerError) {
+                let bytes = try await exchange(line, on: channel, deadline: deadline)
+                let reply = try BrokerReply(line: bytes, signer: signer, nonce: nonce)
+                if let error = reply.error { throw error }
+                return reply
+            } catch {
+                guard error.code == .connectionFailed, idempotent, clock.now < deadline else { throw error }
+                try await pause(attempt: &attempt, deadline: deadline)
+            }
+        }
+    }
+
+    private func exchange(_ line: ByteBuffer, on channel: any Channel, deadline: ContinuousClock.Instant)
+        async throws(BrokerError) -> [UInt8]
+    {
+        let slot = ReplySlot(eventLoop: channel.eventLoop)
+        let remaining = ContinuousClock().now.duration(to: deadline)
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(remaining.nanoseconds))) {
+            slot.fail(BrokerError(.timeout, "no reply from the broker within \(self.configuration.timeout)"))
+            channel.close(promise: nil)  // the stream is out of step now: start afresh on the next call
+        }
+        channel.writeAndFlush(PendingRequest(line: line, reply: slot)).whenFailure { _ in
+            slot.fail(BrokerError(.connectionFailed, "the connection to the broker closed"))
+        }
+        defer { timer.cancel() }
+        do {
+            return try await slot.futureResult.get()
+        } catch let error as BrokerError {
+            throw error
+        } catch {
+            throw BrokerError(.connectionFailed, "\(error)")
+        }
+    }
+
+    private func connectedChannel(deadline: ContinuousClock.Instant, attempt: inout Int) async throws(BrokerError)
+        -> any Channel
+    {
+        while true {
+            let (future, isNew) = state.withLock { state -> (EventLoopFuture<any Channel>?, Bool) in
+                switch state {
+                case .connected(let channel) where channel.isActive:
+                    return (channel.eventLoop.makeSucceededFuture(channel), false)
+                case .connecting(let future):
+                    return (future, false)
+                default:
+                    let future = connect()
+                    state = .connecting(future)
+                    return (future, true)
+                }
+            }
+            do {
+                let channel = try await future!.get()
+                if isNew { state.withLock { $0 = .connected(channel) } }
+                return channel
+            } catch {
+                if isNew { state.withLock { $0 = .idle } }
+                guard Self.isRetryable(error) else {
+                    throw BrokerError(.connectionFailed, "cannot connect to \(configuration.socketPath): \(error)")
+                }
+                do {
+                    try await pause(attempt: &attempt, deadline: deadline)
+                } catch {
+                    throw BrokerError(.connectionFailed, "cannot connect to \(configuration.socketPath): \(error)")
+                }
+            }
+        }
+    }
+
+    private func connect() -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(LineFrameDecoder(maxLineBytes: Self.maxReplyBytes)))
+                    try channel.pipeline.syncOperations.addHandler(ReplyMatcher())
+                }
+            }
+            .connect(unixDomainSocketPath: configuration.socketPath)
+    }
+
+    /// Waits the next delay of the retry schedule.
+    /// - Throws: `timeout` when the pause would end past the deadline.
+    private func pause(attempt: inout Int, deadline: ContinuousClock.Instant) async throws(BrokerError) {
+        let delays = configuration.retryDelays.isEmpty ? [Duration.milliseconds(50)] : configuration.retryDelays
+        let delay = delays[min(attempt, delays.count - 1)]
+        attempt += 1
+        guard ContinuousClock().now + delay < deadline else {
+            throw BrokerError(.timeout, "the broker did not answer within \(configuration.timeout)")
+        }
+        try? await Task.sleep(for: delay)
+    }
+
+    /// Errors worth another attempt: no socket yet, refused, would block, reset, broken pipe.
+    private static func isRetryable(_ error: any Error) -> Bool {
+        if let error = error as? IOError {
+            return [ENOENT, ECONNREFUSED, EAGAIN, ECONNRESET, EPIPE, ETIMEDOUT].contains(error.errnoCode)
+        }
+        if error is NIOConnectionError { return true }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        return false
+    }
+}
+
+extension Duration {
+    fileprivate var nanoseconds: Int64 {
+        let parts = components
+        return max(0, parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
+    }
+}
