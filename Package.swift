@@ -112,6 +112,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "EphemeralBrokerClientTests",
+            dependencies: ["EphemeralBrokerClient", "EphemeralWire", "BrokerTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "EphemeralBrokerCLITests",
             dependencies: ["EphemeralBrokerCLI", "EphemeralWire", "BrokerTestSupport"],
             swiftSettings: strict

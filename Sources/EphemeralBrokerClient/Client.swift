@@ -27,6 +27,7 @@ public final class Client: Sendable {
     public let configuration: ClientConfiguration
     private let signer: FrameSigner?
     private let state = Mutex<ConnectionState>(.idle)
+    private let nextRequestID = Mutex<UInt64>(0)
     private let group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
     /// The longest reply line accepted.
@@ -78,7 +79,12 @@ public final class Client: Sendable {
         while true {
             let channel = try await connectedChannel(deadline: deadline, attempt: &attempt)
             var nonce: String?
+            let id = nextRequestID.withLock { id -> UInt64 in
+                id &+= 1
+                return id
+            }
             var writer = JSONLineWriter.request(action, into: channel.allocator.buffer(capacity: 128))
+            writer.member("id", int: Int64(truncatingIfNeeded: id))
             members(&writer)
             if signer != nil {
                 nonce = Hex.encode(FrameSigner.randomBytes(16))
@@ -89,6 +95,10 @@ public final class Client: Sendable {
             do throws(BrokerError) {
                 let bytes = try await exchange(line, on: channel, deadline: deadline)
                 let reply = try BrokerReply(line: bytes, signer: signer, nonce: nonce)
+                guard reply.json("id") == Array(String(id).utf8) else {
+                    channel.close(promise: nil)  // replies are out of step with requests: start afresh
+                    throw BrokerError(.invalidReply, "the broker's reply answers another request")
+                }
                 if let error = reply.error { throw error }
                 return reply
             } catch {

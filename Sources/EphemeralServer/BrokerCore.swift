@@ -65,12 +65,13 @@ final class BrokerCore {
         do throws(BrokerError) {
             if request.isSigned { try admit(request, now: now) }
             let command = try request.command.get()
-            var writer = try execute(command, now: now, into: buffer)
+            var writer = try execute(command, now: now, into: buffer, id: request.id)
             metrics.record(command.action, error: nil)
             return finish(&writer)
         } catch {
             metrics.record(request.action, error: error)
             var writer = JSONLineWriter.error(error, into: buffer)
+            if let id = request.id { writer.member("id", rawJSON: id) }
             return finish(&writer)
         }
     }
@@ -91,8 +92,11 @@ final class BrokerCore {
         try replayGuard.admit(timestamp: request.timestamp, nonce: request.nonce, now: now)
     }
 
-    private func execute(_ command: Command, now: Int64, into buffer: ByteBuffer) throws(BrokerError) -> JSONLineWriter {
+    private func execute(_ command: Command, now: Int64, into buffer: ByteBuffer, id: [UInt8]?) throws(BrokerError)
+        -> JSONLineWriter
+    {
         var reply = JSONLineWriter.ok(into: buffer)
+        if let id { reply.member("id", rawJSON: id) }
         switch command {
         case .ping:
             reply.member("pong", int: now)

@@ -28,6 +28,11 @@ public struct BrokerReply: Sendable {
                 Self.hasValidMAC(bytes, object: object, signer: signer, nonce: nonce)
             }
             guard valid else {
+                // A broker cannot sign its refusal of a request it could not authenticate: report that refusal
+                // (it grants nothing), and nothing else unsigned.
+                if bool("ok") == false, string("error") == BrokerError.Code.authFailed.wireName {
+                    throw BrokerError(.authFailed, "the broker refused this client's signature: the secrets differ")
+                }
                 throw BrokerError(.badReplySignature, "the broker's reply is not signed with the shared secret")
             }
         }

@@ -99,6 +99,9 @@ public struct Request: Sendable {
     public var timestamp: Double?
     /// The request's `nonce` member, used against replay and to bind the signed reply.
     public var nonce: String?
+    /// The request's `id` member (a number or a short string, as compact JSON), echoed in its reply so a
+    /// pipelining client can tell that every reply is the one it waits for.
+    public var id: [UInt8]?
 }
 
 /// Turns one request line into a ``Request``.
@@ -115,37 +118,53 @@ public struct RequestDecoder: Sendable {
     /// Decodes one line (without its newline).
     /// - Parameter line: The request bytes.
     /// - Returns: The request.
-    /// - Throws: ``BrokerError`` with `invalid_json`, `invalid_request` or `auth_failed` when the line cannot be
-    ///   trusted at all; errors in the members of a trusted request are returned in ``Request/command`` instead.
+    /// - Throws: ``BrokerError`` with `invalid_json` or `invalid_request` when the line is not a JSON object;
+    ///   every other error (including `auth_failed`) is returned in ``Request/command``, so its reply can carry the
+    ///   request's `id`.
     public func decode(_ line: UnsafeRawBufferPointer) throws(BrokerError) -> Request {
         var scanner = JSONScanner(line)
         guard let object = try scanner.scanTopLevel() else {
             throw BrokerError(.invalidRequest, "a request must be a JSON object")
         }
+        var id: [UInt8]?
+        if let member = object.member("id"), member.value.count <= 66,
+            [UInt8(ascii: "\""), UInt8(ascii: "-")].contains(scanner.firstByte(of: member))
+                || isDigit(scanner.firstByte(of: member))
+        {
+            id = scanner.compactBytes(member)
+        }
         var isSigned = false
         if let signer {
-            try signer.verify(line: line, object: object, scanner: scanner)
+            do throws(BrokerError) {
+                try signer.verify(line: line, object: object, scanner: scanner)
+            } catch {
+                return Request(action: nil, command: .failure(error), isSigned: false, timestamp: nil, nonce: nil, id: id)
+            }
             isSigned = true
         }
         var timestamp: Double?
         var nonce: String?
         if let member = object.member("ts"), !scanner.isNull(member) {
-            guard let value = scanner.number(member) else { throw BrokerError(.invalidRequest, "ts must be a number") }
+            guard let value = scanner.number(member) else {
+                return Request(action: nil, command: .failure(BrokerError(.invalidRequest, "ts must be a number")),
+                               isSigned: isSigned, timestamp: nil, nonce: nil, id: id)
+            }
             timestamp = value
         }
         if let member = object.member("nonce"), !scanner.isNull(member) {
             guard let value = try scanner.string(member) else {
-                throw BrokerError(.invalidRequest, "nonce must be a string")
+                return Request(action: nil, command: .failure(BrokerError(.invalidRequest, "nonce must be a string")),
+                               isSigned: isSigned, timestamp: timestamp, nonce: nil, id: id)
             }
             nonce = value
         }
         guard let actionMember = object.member("action"), let name = try scanner.string(actionMember) else {
             return Request(action: nil, command: .failure(BrokerError(.invalidRequest, "action must be a string")),
-                           isSigned: isSigned, timestamp: timestamp, nonce: nonce)
+                           isSigned: isSigned, timestamp: timestamp, nonce: nonce, id: id)
         }
         guard let action = Action(rawValue: name) else {
             return Request(action: nil, command: .failure(BrokerError(.unknownAction)), isSigned: isSigned,
-                           timestamp: timestamp, nonce: nonce)
+                           timestamp: timestamp, nonce: nonce, id: id)
         }
         let command: Result<Command, BrokerError>
         do {
@@ -153,7 +172,8 @@ public struct RequestDecoder: Sendable {
         } catch {
             command = .failure(error)
         }
-        return Request(action: action, command: command, isSigned: isSigned, timestamp: timestamp, nonce: nonce)
+        return Request(action: action, command: command, isSigned: isSigned, timestamp: timestamp, nonce: nonce,
+                       id: id)
     }
 
     private static func command(_ action: Action, object: JSONScanner.Object, scanner: JSONScanner)

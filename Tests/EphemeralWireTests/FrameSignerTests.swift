@@ -16,6 +16,7 @@ struct FrameSignerTests {
         return Array(line.utf8).withUnsafeBytes { raw in
             do throws(BrokerError) {
                 let request = try decoder.decode(raw)
+                if case .failure(let error) = request.command { return error.code.wireName }
                 return request.isSigned ? "signed" : "unsigned"
             } catch {
                 return error.code.wireName
