@@ -18,21 +18,22 @@ public final class ChildProcess: @unchecked Sendable {
     public init(_ executable: String, _ arguments: [String], environment: [String: String?] = [:],
                 directory: String? = nil) throws
     {
+        let scratch = makeTemporaryDirectory()
+        outputPath = scratch + "/stdout"
+        errorPath = scratch + "/stderr"
         process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
+        // The shell redirects and then becomes the command (exec), so the pid, signals and exit status are the
+        // command's own. Handing Foundation file handles to Process instead risks a descriptor being closed twice,
+        // which under parallel tests can close a socket another test just opened.
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "exec \"$0\" \"$@\" >'\(outputPath)' 2>'\(errorPath)' </dev/null", executable] + arguments
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         env["SWIFT_BACKTRACE"] = "enable=no"
         process.environment = env
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let scratch = makeTemporaryDirectory()
-        outputPath = scratch + "/stdout"
-        errorPath = scratch + "/stderr"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
-        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
-        process.standardError = FileHandle(forWritingAtPath: errorPath)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         try process.run()
     }

@@ -53,12 +53,14 @@ public final class FakeBroker: @unchecked Sendable {
 
     /// Stops accepting (connections already open are served until their peer closes).
     public func stop() {
+        // Wakes the accept loop, which closes the descriptor itself: closing it here could let another test's new
+        // socket reuse the number while the loop still accepts on it.
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
         unlink(path)
     }
 
     private func acceptLoop() {
+        defer { close(listener) }
         while true {
             let connection = accept(listener, nil, nil)
             guard connection >= 0 else {
