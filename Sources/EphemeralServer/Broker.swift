@@ -72,7 +72,9 @@ public final class Broker: Sendable {
         let configuration = self.configuration
         let clock = self.clock
         let core = try await loop.submit {
-            NIOLoopBound(BrokerCore(configuration: configuration, clock: clock), eventLoop: loop)
+            let core = BrokerCore(configuration: configuration, clock: clock)
+            core.eventLoop = loop
+            return NIOLoopBound(core, eventLoop: loop)
         }.get()
         let maxRequestSize = configuration.maxRequestSize
         let ownUID = getuid()
@@ -139,7 +141,10 @@ public final class Broker: Sendable {
             ?? configuration.drainTimeout
         let deadline = NIODeadline.now() + .milliseconds(limit)
         let loop = running.core.eventLoop
-        _ = try? await loop.submit { running.core.value.draining = true }.get()
+        _ = try? await loop.submit {
+            running.core.value.draining = true
+            running.core.value.failWaitsForDrain()
+        }.get()
         while NIODeadline.now() < deadline {
             let busy = (try? await loop.submit { running.core.value.inFlight > 0 }.get()) ?? false
             guard busy else { break }

@@ -1,3 +1,4 @@
+import EphemeralStore
 import EphemeralWire
 import Logging
 import NIOCore
@@ -14,24 +15,56 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
 
     private let core: BrokerCore
     private var pendingRead = false
+    private var context: ChannelHandlerContext?
+    /// The connection's identity as an owner of leases.
+    private(set) var owner: OwnerID = 0
+    /// Replies not yet written because an earlier request's reply is still pending: replies keep request order.
+    private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
+    private var nextSequence: UInt64 = 0
 
     init(core: BrokerCore) {
         self.core = core
     }
 
+    var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
     func channelActive(context: ChannelHandlerContext) {
-        core.openConnections += 1
+        owner = core.connectionOpened(self)
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        core.openConnections -= 1
+        core.connectionClosed(owner)
+        held.removeAll()
+        self.context = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let reply = core.respond(to: unwrapInboundIn(data), allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(reply), promise: nil)
+        nextSequence += 1
+        let sequence = nextSequence
+        let reply = core.respond(to: unwrapInboundIn(data), allocator: context.channel.allocator, connection: self,
+                                 sequence: sequence)
+        if held.isEmpty, let reply {
+            context.write(wrapOutboundOut(reply), promise: nil)
+        } else {
+            held.append((sequence, reply))
+        }
+    }
+
+    /// Delivers a reply that came later (a lease granted after a wait), then every reply it was holding up.
+    func deliver(_ reply: ByteBuffer, sequence: UInt64) {
+        guard let context, let position = held.firstIndex(where: { $0.sequence == sequence }) else { return }
+        held[position].reply = reply
+        while let first = held.first, let ready = first.reply {
+            held.removeFirst()
+            context.write(wrapOutboundOut(ready), promise: nil)
+        }
+        context.flush()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

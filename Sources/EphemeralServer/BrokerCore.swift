@@ -37,8 +37,55 @@ final class BrokerCore {
         self.lastActivity = startedAt
     }
 
-    /// Answers one frame with one reply line.
-    func respond(to frame: RequestFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
+    /// Where a deferred reply goes, and how to sign and label it.
+    struct ReplyRoute {
+        var connection: BrokerConnectionHandler
+        var sequence: UInt64
+        var id: [UInt8]?
+        var nonce: String?
+        var signed: Bool
+    }
+
+    /// A lease request waiting for a pool item.
+    private struct PendingWait {
+        var route: ReplyRoute
+        var pool: String
+        var timer: Scheduled<Void>?
+    }
+
+    private var connections: [OwnerID: BrokerConnectionHandler] = [:]
+    private var nextOwner: OwnerID = 0
+    private var pendingWaits: [UInt64: PendingWait] = [:]
+    var eventLoop: (any EventLoop)?
+
+    /// Registers a new connection.
+    /// - Returns: Its owner ID: what it leases belongs to it.
+    func connectionOpened(_ connection: BrokerConnectionHandler) -> OwnerID {
+        nextOwner += 1
+        connections[nextOwner] = connection
+        openConnections += 1
+        return nextOwner
+    }
+
+    /// A connection closed: everything it held goes back at once, its waits end.
+    func connectionClosed(_ owner: OwnerID) {
+        connections.removeValue(forKey: owner)
+        openConnections -= 1
+        for (waiter, pending) in pendingWaits where pending.route.connection.owner == owner {
+            pending.timer?.cancel()
+            pendingWaits.removeValue(forKey: waiter)
+        }
+        let outcome = store.releaseAll(owner: owner, now: clock.now())
+        if outcome.released > 0 {
+            logger.debug("leases released by disconnect", metadata: ["count": "\(outcome.released)"])
+        }
+        deliver(outcome.regranted)
+    }
+
+    /// Answers one frame with one reply line, or `nil` when the reply comes later through the route.
+    func respond(to frame: RequestFrame, allocator: ByteBufferAllocator, connection: BrokerConnectionHandler,
+                 sequence: UInt64) -> ByteBuffer?
+    {
         let now = clock.now()
         lastActivity = now
         metrics.recordRequest()
@@ -65,7 +112,9 @@ final class BrokerCore {
         do throws(BrokerError) {
             if request.isSigned { try admit(request, now: now) }
             let command = try request.command.get()
-            var writer = try execute(command, now: now, into: buffer, id: request.id)
+            let route = ReplyRoute(connection: connection, sequence: sequence, id: request.id, nonce: request.nonce,
+                                   signed: request.isSigned)
+            guard var writer = try execute(command, now: now, into: buffer, route: route) else { return nil }
             metrics.record(command.action, error: nil)
             return finish(&writer)
         } catch {
@@ -92,11 +141,13 @@ final class BrokerCore {
         try replayGuard.admit(timestamp: request.timestamp, nonce: request.nonce, now: now)
     }
 
-    private func execute(_ command: Command, now: Int64, into buffer: ByteBuffer, id: [UInt8]?) throws(BrokerError)
-        -> JSONLineWriter
+    /// Performs a command.
+    /// - Returns: The reply, or `nil` when the command waits and its reply comes later.
+    private func execute(_ command: Command, now: Int64, into buffer: ByteBuffer, route: ReplyRoute)
+        throws(BrokerError) -> JSONLineWriter?
     {
         var reply = JSONLineWriter.ok(into: buffer)
-        if let id { reply.member("id", rawJSON: id) }
+        if let id = route.id { reply.member("id", rawJSON: id) }
         switch command {
         case .ping:
             reply.member("pong", int: now)
@@ -126,6 +177,22 @@ final class BrokerCore {
             writeMemory(&reply)
             reply.member("uptime", int: now - startedAt)
             reply.member("connections", int: Int64(openConnections))
+            reply.beginObject("pools")
+            for pool in store.poolSummaries() {
+                reply.beginObject(pool.pool)
+                reply.member("capacity", int: Int64(pool.capacity))
+                reply.member("held", int: Int64(pool.held))
+                reply.member("waiting", int: Int64(pool.waiting))
+                reply.member("grants", int: Int64(pool.grants))
+                reply.member("waits", int: Int64(pool.waits))
+                reply.member("longestWait", int: pool.longestWait)
+                reply.member("peakHolders", int: Int64(pool.peakHolders))
+                reply.member("releasedByDisconnect", int: Int64(pool.releasedByDisconnect))
+                reply.member("expired", int: Int64(pool.expired))
+                reply.member("timedOut", int: Int64(pool.timedOut))
+                reply.endObject()
+            }
+            reply.endObject()
             reply.endObject()
         case .health:
             let capacity = capacityFigures(now: now)
@@ -149,8 +216,82 @@ final class BrokerCore {
             reply.member("value", int: Int64(value))
         case .release(let workerId):
             reply.member("released", bool: store.release(workerId: workerId, now: now))
+        case .definePool(let pool, let capacity, let items):
+            reply.member("capacity", int: Int64(try store.definePool(pool, capacity: capacity, items: items)))
+        case .leasePool(let pool, let wait, let ttl):
+            let (outcome, regranted) = try store.leasePool(pool, owner: route.connection.owner, wait: wait, ttl: ttl,
+                                                           now: now)
+            defer { deliver(regranted) }
+            switch outcome {
+            case .granted(let grant):
+                writeGrant(grant, into: &reply)
+            case .queued(let waiter, let deadline):
+                var pending = PendingWait(route: route, pool: pool, timer: nil)
+                if let eventLoop {
+                    pending.timer = eventLoop.scheduleTask(in: .milliseconds(max(0, deadline - now))) { [self] in
+                        waitExpired(pool: pool, waiter: waiter)
+                    }
+                }
+                pendingWaits[waiter] = pending
+                return nil
+            }
+        case .renewPool(let pool, let index, let fence, let ttl):
+            let (expiresAt, regranted) = try store.renewPool(pool, index: index, fence: fence, ttl: ttl, now: now)
+            deliver(regranted)
+            reply.member("expires", int: expiresAt)
+        case .releasePool(let pool, let index, let fence):
+            deliver(try store.releasePool(pool, index: index, fence: fence, now: now))
+            reply.member("released", bool: true)
         }
         return reply
+    }
+
+    private func writeGrant(_ grant: PoolGrant, into reply: inout JSONLineWriter) {
+        reply.member("pool", string: grant.pool)
+        reply.member("index", int: Int64(grant.index))
+        reply.member("fence", int: Int64(grant.fence))
+        reply.member("expires", int: grant.expiresAt)
+        if let item = grant.item { reply.member("item", rawJSON: item) }
+    }
+
+    /// Answers waiters that were granted an item.
+    func deliver(_ grants: [WaiterGrant]) {
+        for granted in grants {
+            guard let pending = pendingWaits.removeValue(forKey: granted.waiter) else { continue }
+            pending.timer?.cancel()
+            let route = pending.route
+            var reply = JSONLineWriter.ok(into: route.connection.allocator.buffer(capacity: 128))
+            if let id = route.id { reply.member("id", rawJSON: id) }
+            writeGrant(granted.grant, into: &reply)
+            metrics.record(.lease, error: nil)
+            route.connection.deliver(reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
+                                     sequence: route.sequence)
+        }
+    }
+
+    private func waitExpired(pool: String, waiter: UInt64) {
+        guard let pending = pendingWaits[waiter], store.cancelPoolWait(pool, waiter: waiter) else { return }
+        pendingWaits.removeValue(forKey: waiter)
+        answer(pending.route, with: BrokerError(.timeout, "no item of pool \(pool) became free in time"))
+    }
+
+    private func answer(_ route: ReplyRoute, with error: BrokerError) {
+        metrics.record(.lease, error: error)
+        var reply = JSONLineWriter.error(error, into: route.connection.allocator.buffer(capacity: 96))
+        if let id = route.id { reply.member("id", rawJSON: id) }
+        route.connection.deliver(reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
+                                 sequence: route.sequence)
+    }
+
+    /// Ends every wait with `draining`: the broker is shutting down.
+    func failWaitsForDrain() {
+        let waits = pendingWaits
+        pendingWaits.removeAll()
+        for (waiter, pending) in waits {
+            pending.timer?.cancel()
+            _ = store.cancelPoolWait(pending.pool, waiter: waiter)
+            answer(pending.route, with: BrokerError(.draining))
+        }
     }
 
     private func capacityFigures(now: Int64) -> (items: Int, max: Int, utilization: Double, near: Bool, full: Bool) {
@@ -198,6 +339,7 @@ final class BrokerCore {
     /// Runs the sweeper once.
     func sweep() {
         let removed = store.sweep(now: clock.now())
+        deliver(removed.regranted)
         if removed.items + removed.leases > 0 {
             logger.debug("swept expired entries", metadata: ["items": "\(removed.items)", "leases": "\(removed.leases)"])
         }
@@ -221,6 +363,8 @@ final class BrokerCore {
 
     /// Forgets every item, lease and nonce.
     func clear() {
+        for pending in pendingWaits.values { pending.timer?.cancel() }
+        pendingWaits.removeAll()
         store.removeAll()
         replayGuard = ReplayGuard(window: configuration.replayWindow)
     }

@@ -37,6 +37,7 @@ public struct Store: Sendable {
     private var expiries = ExpiryQueue<String>()
     private var nextGeneration: UInt64 = 0
     private var leases = LeaseTable()
+    private var pools = PoolTable()
 
     /// Approximate bytes held by items: keys, values and a fixed per-item overhead.
     public private(set) var approximateBytes = 0
@@ -122,11 +123,11 @@ public struct Store: Sendable {
         items.count - expiries.countDue(at: now) { isLive($0) }
     }
 
-    /// Removes every item and lease whose TTL has run out.
-    /// - Returns: How many items and leases were removed.
+    /// Removes every item and lease whose TTL has run out, handing lapsed pool items to their waiters.
+    /// - Returns: How many items and original leases were removed, and the waiters granted an item.
     @discardableResult
-    public mutating func sweep(now: Int64) -> (items: Int, leases: Int) {
-        (sweepItems(now: now), leases.expire(now: now))
+    public mutating func sweep(now: Int64) -> (items: Int, leases: Int, regranted: [WaiterGrant]) {
+        (sweepItems(now: now), leases.expire(now: now), pools.expire(now: now))
     }
 
     /// Forgets everything (used at shutdown so no secret outlives the broker in memory longer than needed).
@@ -134,6 +135,7 @@ public struct Store: Sendable {
         items.removeAll()
         expiries.removeAll()
         leases = LeaseTable()
+        pools = PoolTable()
         approximateBytes = 0
     }
 
@@ -158,11 +160,74 @@ public struct Store: Sendable {
         leases.release(workerId: workerId, now: now)
     }
 
-    /// The number of live leases.
-    public func leaseCount(now: Int64) -> Int { leases.count(now: now) }
+    /// The number of live leases: the original's and pool leases.
+    public func leaseCount(now: Int64) -> Int { leases.count(now: now) + pools.heldCount }
 
     /// Leases removed because their TTL ran out, since the store was created.
     public var expiredLeasesTotal: Int { leases.expiredTotal }
+
+    // MARK: - Pools
+
+    /// Defines a pool by capacity or by its items; defining the same pool again is a no-op.
+    /// - Returns: The pool's capacity.
+    /// - Throws: `invalid_pool` for no or too many items, `pool_exists` for a different definition.
+    @discardableResult
+    public mutating func definePool(_ name: String, capacity: Int?, items: [[UInt8]]?) throws(BrokerError) -> Int {
+        try pools.define(name, capacity: capacity, items: items)
+    }
+
+    /// Leases an item of a pool for `owner`, or queues the request for up to `wait` milliseconds.
+    /// - Returns: The outcome, and waiters granted items that lapsed meanwhile.
+    /// - Throws: `unknown_pool`, `pool_exhausted` (when `wait` is 0), `invalid_ttl`, `invalid_wait`.
+    public mutating func leasePool(_ name: String, owner: OwnerID, wait: Double?, ttl: Double?, now: Int64)
+        throws(BrokerError) -> (PoolLeaseOutcome, [WaiterGrant])
+    {
+        let ttl = try leaseTTL(ttl)
+        var waitMilliseconds: Int64 = 0
+        if let wait {
+            guard wait >= 0, wait <= Double(Self.maxWait) else {
+                throw BrokerError(.invalidWait, "wait must be between 0 and \(Self.maxWait) ms")
+            }
+            waitMilliseconds = Int64(wait.rounded(.up))
+        }
+        return try pools.lease(name, owner: owner, wait: waitMilliseconds, ttl: ttl, now: now)
+    }
+
+    /// The longest a caller may wait for an item or a key: one day.
+    public static let maxWait: Int64 = 24 * 3_600_000
+
+    /// Ends a wait whose deadline passed.
+    /// - Returns: Whether it was still waiting (its caller must now be told `timeout`).
+    public mutating func cancelPoolWait(_ name: String, waiter: UInt64) -> Bool {
+        pools.cancelWait(name, waiter: waiter)
+    }
+
+    /// Extends a pool lease.
+    /// - Returns: The new expiry, and waiters granted items that lapsed meanwhile.
+    /// - Throws: `unknown_pool`, `not_holder`, `stale_fence`, `invalid_ttl`.
+    public mutating func renewPool(_ name: String, index: Int, fence: UInt64, ttl: Double?, now: Int64)
+        throws(BrokerError) -> (Int64, [WaiterGrant])
+    {
+        try pools.renew(name, index: index, fence: fence, ttl: try leaseTTL(ttl), now: now)
+    }
+
+    /// Gives a pool item back.
+    /// - Returns: The waiters granted items (this one, and any that lapsed meanwhile).
+    /// - Throws: `unknown_pool`, `not_holder`, `stale_fence`.
+    public mutating func releasePool(_ name: String, index: Int, fence: UInt64, now: Int64) throws(BrokerError)
+        -> [WaiterGrant]
+    {
+        try pools.release(name, index: index, fence: fence, now: now)
+    }
+
+    /// Gives back everything `owner` holds and drops its waits: its connection closed.
+    /// - Returns: How many leases went back, and the waiters granted them.
+    public mutating func releaseAll(owner: OwnerID, now: Int64) -> (released: Int, regranted: [WaiterGrant]) {
+        pools.releaseAll(owner: owner, now: now)
+    }
+
+    /// Per-pool figures: capacity, held, waiting, and the run's totals.
+    public func poolSummaries() -> [PoolSummary] { pools.summaries() }
 
     // MARK: - Internals
 

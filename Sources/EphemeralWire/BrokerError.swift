@@ -43,6 +43,22 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let workerAlreadyHasLease = Code(wireName: "worker_already_has_lease")
         /// `release` needs a non-empty `workerId`.
         public static let workerRequired = Code(wireName: "worker_required")
+        /// No pool has that name.
+        public static let unknownPool = Code(wireName: "unknown_pool")
+        /// A pool definition had no items, too many, or a malformed member.
+        public static let invalidPool = Code(wireName: "invalid_pool")
+        /// A pool of that name exists with another definition.
+        public static let poolExists = Code(wireName: "pool_exists")
+        /// Every item of the pool is held and the caller would not wait.
+        public static let poolExhausted = Code(wireName: "pool_exhausted")
+        /// A wait ran out before an item (or a value) became available.
+        public static let timeout = Code(wireName: "timeout")
+        /// A wait time was negative, not a number, or absurdly long.
+        public static let invalidWait = Code(wireName: "invalid_wait")
+        /// The item named is not leased.
+        public static let notHolder = Code(wireName: "not_holder")
+        /// The fence is not the item's current grant: the lease lapsed and was granted again.
+        public static let staleFence = Code(wireName: "stale_fence")
         /// The request's HMAC was missing, malformed or wrong.
         public static let authFailed = Code(wireName: "auth_failed")
         /// The signed request's timestamp was stale or its nonce was seen before.
@@ -56,8 +72,6 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let notConfigured = Code(wireName: "not_configured")
         /// The broker could not be reached, or the connection broke, within the client's timeout.
         public static let connectionFailed = Code(wireName: "connection_failed")
-        /// The broker did not answer within the client's timeout.
-        public static let timeout = Code(wireName: "timeout")
         /// The broker's reply was not a well-formed reply line.
         public static let invalidReply = Code(wireName: "invalid_reply")
         /// The reply to a signed request carried no MAC, or a wrong one: it did not come from a broker with the

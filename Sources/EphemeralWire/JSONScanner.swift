@@ -95,7 +95,7 @@ struct JSONScanner {
         }
     }
 
-    private mutating func skipValue(depth: Int) throws(BrokerError) {
+    mutating func skipValue(depth: Int) throws(BrokerError) {
         guard let byte = peek() else { throw BrokerError(.invalidJSON, "unexpected end of input") }
         switch byte {
         case UInt8(ascii: "{"):
@@ -334,11 +334,30 @@ struct JSONScanner {
         return output
     }
 
+    /// The elements of an array member as compact JSON bytes, `nil` when the member is not an array.
+    func arrayElements(_ member: Member) -> [[UInt8]]? {
+        guard firstByte(of: member) == UInt8(ascii: "[") else { return nil }
+        var scanner = JSONScanner(UnsafeRawBufferPointer(rebasing: bytes[member.value]))
+        scanner.index = 1
+        var elements: [[UInt8]] = []
+        scanner.skipWhitespace()
+        if scanner.peek() == UInt8(ascii: "]") { return [] }
+        while true {
+            scanner.skipWhitespace()
+            let start = scanner.index
+            guard (try? scanner.skipValue(depth: 1)) != nil else { return nil }
+            elements.append(scanner.compactBytes(Member(name: "", separatorStart: 0, value: start..<scanner.index)))
+            scanner.skipWhitespace()
+            guard scanner.peek() == UInt8(ascii: ",") else { return elements }
+            scanner.index += 1
+        }
+    }
+
     // MARK: - Bytes
 
-    private func peek() -> UInt8? { index < bytes.count ? bytes[index] : nil }
+    func peek() -> UInt8? { index < bytes.count ? bytes[index] : nil }
 
-    private mutating func skipWhitespace() {
+    mutating func skipWhitespace() {
         while index < bytes.count, isWhitespace(bytes[index]) { index += 1 }
     }
 }

@@ -18,8 +18,12 @@ public enum Action: String, Sendable, CaseIterable {
     case metrics
     /// The original lease: the lowest free integer for a key, per worker.
     case lease
-    /// Release the lease a worker holds.
+    /// Release the lease a worker holds, or a pool item.
     case release
+    /// Define a pool of exclusive items (extension).
+    case definePool = "define_pool"
+    /// Extend a pool lease (extension).
+    case renew
 }
 
 /// A validated command: an action with the members it needs, each of the right type.
@@ -44,6 +48,14 @@ public enum Command: Sendable, Equatable {
     case lease(key: String, workerId: String, ttl: Double?)
     /// `release` of the lease `workerId` holds.
     case release(workerId: String)
+    /// `define_pool` by capacity or by items (each compact JSON).
+    case definePool(pool: String, capacity: Int?, items: [[UInt8]]?)
+    /// `lease` of a pool item, waiting up to `wait` ms; `ttl` in ms when given.
+    case leasePool(pool: String, wait: Double?, ttl: Double?)
+    /// `renew` of a pool lease.
+    case renewPool(pool: String, index: Int, fence: UInt64, ttl: Double?)
+    /// `release` of a pool lease.
+    case releasePool(pool: String, index: Int, fence: UInt64)
 
     /// The action this command performs.
     public var action: Action {
@@ -56,8 +68,10 @@ public enum Command: Sendable, Equatable {
         case .stats: .stats
         case .health: .health
         case .metrics: .metrics
-        case .lease: .lease
-        case .release: .release
+        case .lease, .leasePool: .lease
+        case .release, .releasePool: .release
+        case .definePool: .definePool
+        case .renewPool: .renew
         }
     }
 }
@@ -220,6 +234,47 @@ public struct RequestDecoder: Sendable {
             }
             return .set(SetCommand(key: key, value: scanner.compactBytes(valueMember), ttl: try ttl(),
                                    compressed: compressed))
+        case .definePool:
+            guard let pool = try nonEmptyString("pool") else { throw BrokerError(.invalidPool, "pool must be a name") }
+            var capacity: Int?
+            var items: [[UInt8]]?
+            if let member = object.member("items") {
+                guard let elements = scanner.arrayElements(member) else {
+                    throw BrokerError(.invalidPool, "items must be an array")
+                }
+                items = elements
+            } else if let member = object.member("capacity") {
+                guard let number = scanner.number(member), number == number.rounded(), number >= 1, number <= 1e6 else {
+                    throw BrokerError(.invalidPool, "capacity must be a whole number from 1 to 1000000")
+                }
+                capacity = Int(number)
+            } else {
+                throw BrokerError(.invalidPool, "a pool needs capacity or items")
+            }
+            return .definePool(pool: pool, capacity: capacity, items: items)
+        case .lease where object.member("pool") != nil:
+            guard let pool = try nonEmptyString("pool") else { throw BrokerError(.unknownPool, "pool must be a name") }
+            var wait: Double?
+            if let member = object.member("wait"), !scanner.isNull(member) {
+                guard let number = scanner.number(member), number.isFinite else {
+                    throw BrokerError(.invalidWait, "wait must be a number of milliseconds")
+                }
+                wait = number
+            }
+            return .leasePool(pool: pool, wait: wait, ttl: try ttl())
+        case .renew, .release where object.member("pool") != nil:
+            guard let pool = try nonEmptyString("pool") else { throw BrokerError(.unknownPool, "pool must be a name") }
+            guard let indexMember = object.member("index"), let index = scanner.number(indexMember),
+                index == index.rounded(), index >= 0, index < 1e9,
+                let fenceMember = object.member("fence"), let fence = scanner.number(fenceMember),
+                fence == fence.rounded(), fence >= 1, fence < 9e15
+            else {
+                throw BrokerError(.invalidRequest, "index and fence must be the whole numbers of a grant")
+            }
+            if action == .renew {
+                return .renewPool(pool: pool, index: Int(index), fence: UInt64(fence), ttl: try ttl())
+            }
+            return .releasePool(pool: pool, index: Int(index), fence: UInt64(fence))
         case .lease:
             guard let key = try nonEmptyString("key"), let workerId = try nonEmptyString("workerId") else {
                 throw BrokerError(.keyAndWorkerRequired)
