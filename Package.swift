@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "EphemeralStore", targets: ["EphemeralStore"]),
         .library(name: "EphemeralServer", targets: ["EphemeralServer"]),
         .library(name: "EphemeralBrokerClient", targets: ["EphemeralBrokerClient"]),
+        .library(name: "EphemeralBrokerTesting", targets: ["EphemeralBrokerTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -64,6 +65,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "EphemeralBrokerTesting",
+            dependencies: ["EphemeralBrokerClient", "EphemeralWire"],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -173,23 +173,6 @@ struct Metrics: AsyncParsableCommand {
     }
 }
 
-struct Lease: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Take the original lease: print the lowest integer no other worker holds for KEY.")
-    @OptionGroup var client: ClientOptions
-    @Argument(help: "The lease key.") var key: String
-    @Option(help: "The worker holding the lease.") var worker: String
-    @Option(help: "How long the lease lasts without renewal.") var ttl: String?
-
-    func run() async throws {
-        let ttl = try ttlOption(ttl)
-        try await withBrokerErrors {
-            let value = try await client.client().lease(key, workerId: worker, ttl: ttl)
-            FileHandleOutput.standardOutput(client.json ? "{\"value\":\(value)}\n" : "\(value)\n")
-        }
-    }
-}
-
 struct Release: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Release the lease a worker holds; print whether it held one.")
     @OptionGroup var client: ClientOptions

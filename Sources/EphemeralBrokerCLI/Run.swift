@@ -1,21 +1,10 @@
 import ArgumentParser
 import EphemeralServer
+import EphemeralStore
 import EphemeralWire
+import Foundation
 import Logging
 import Subprocess
-import Synchronization
-
-#if canImport(System)
-import System
-#else
-import SystemPackage
-#endif
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// `ephemeral-broker run -- CMD ARGS…`: a broker for the lifetime of one command.
 struct Run: AsyncParsableCommand {
@@ -23,13 +12,22 @@ struct Run: AsyncParsableCommand {
         abstract: "Start a broker, run a command under it, and exit with the command's status.",
         discussion: """
             The command runs in its own process group with EPHEMERAL_PIPE set and, unless --no-auth or a secret is \
-            given, a fresh random EPHEMERAL_SECRET. SIGINT, SIGTERM and SIGHUP go to the command's process group. \
-            The exit status is the command's, 128+N when a signal N killed it, and 127 when it cannot be started.
+            given, a fresh random EPHEMERAL_SECRET. SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the command's process \
+            group. The exit status is the command's, 128+N when a signal N killed it, and 127 when it cannot be \
+            started.
             """,
         aliases: ["start"]
     )
 
     @OptionGroup var options: BrokerOptions
+
+    @Option(name: .customLong("pool"), help: ArgumentHelp(
+        "A pool for the run: NAME=FILE (a JSON array of items, e.g. accounts) or NAME=N (N interchangeable items).",
+        valueName: "name=file|count"))
+    var pools: [String] = []
+
+    @Flag(help: "Do not print the per-pool summary when the command ends.")
+    var noSummary = false
 
     @Argument(parsing: .postTerminator, help: "The command to run, after --.")
     var command: [String] = []
@@ -41,9 +39,10 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let environment = currentEnvironment()
         var resolved = try options.resolve(environment: environment)
+        let definitions = try pools.map(PoolDefinition.init(argument:))
         bootstrapLogging(level: resolved.logLevel, format: resolved.logFormat)
-        resolved.configuration.logger = Logger(label: "ephemeral-broker")
         let logger = Logger(label: "ephemeral-broker")
+        resolved.configuration.logger = logger
         if resolved.configuration.idleTimeout != nil {
             logger.warning("--idle-timeout applies to serve only; the wrapped command decides how long run lasts")
             resolved.configuration.idleTimeout = nil
@@ -51,7 +50,7 @@ struct Run: AsyncParsableCommand {
         if !options.noAuth, resolved.configuration.secret == nil {
             resolved.configuration.secret = FrameSigner.randomSecret()
         }
-        guard let executable = ExecutableLookup.resolve(command[0], path: environment["PATH"]) else {
+        guard ExecutableLookup.resolve(command[0], path: environment["PATH"]) != nil else {
             FileHandleOutput.standardError("ephemeral-broker: command not found: \(command[0])\n")
             throw ExitCode(127)
         }
@@ -60,74 +59,64 @@ struct Run: AsyncParsableCommand {
         let pipe: String
         do {
             pipe = try await broker.start()
+            for pool in definitions {
+                try await broker.definePool(pool.name, capacity: pool.capacity, items: pool.items)
+            }
         } catch {
             FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
+            await broker.shutdown()
             throw ExitCode(1)
         }
         var childEnvironment: [Environment.Key: String?] = ["EPHEMERAL_PIPE": pipe]
-        childEnvironment["EPHEMERAL_SECRET"] = .some(resolved.configuration.secret)
-
-        let status = await runChild(executable: executable, environment: childEnvironment, logger: logger)
+        childEnvironment["EPHEMERAL_SECRET"] = .some(resolved.configuration.secret)  // nil removes an outer one
+        let status = await ChildRunner.run(command, environment: childEnvironment, ownProcessGroup: true)
+        if !noSummary {
+            let summaries = await broker.poolSummaries()
+            if !summaries.isEmpty { FileHandleOutput.standardError(PoolReport.text(summaries)) }
+        }
         await broker.shutdown()
         throw ExitCode(status)
     }
+}
 
-    /// Runs the child in its own process group, forwarding termination signals to that group.
-    /// - Returns: The wrapper's exit status for the child's termination.
-    private func runChild(executable: String, environment: [Environment.Key: String?], logger: Logger) async -> Int32 {
-        let childGroup = Mutex<pid_t?>(nil)
-        let pendingSignal = Mutex<Int32?>(nil)
-        let forwarder = SignalForwarder([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) { number in
-            let group = childGroup.withLock { $0 }
-            if let group {
-                kill(-group, number)
-            } else {
-                pendingSignal.withLock { $0 = number }
-            }
+/// One `--pool` argument: `NAME=FILE` with a JSON array of items, or `NAME=N`.
+struct PoolDefinition {
+    var name: String
+    var capacity: Int?
+    var items: [[UInt8]]?
+
+    init(argument: String) throws {
+        guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
+            throw ValidationError("--pool takes NAME=FILE or NAME=COUNT, not '\(argument)'")
         }
-        defer { forwarder.cancel() }
-        var platform = PlatformOptions()
-        platform.processGroupID = 0
-        do {
-            let result = try await Subprocess.run(
-                .path(FilePath(executable)),
-                arguments: Arguments(Array(command.dropFirst())),
-                environment: .inherit.updating(environment),
-                platformOptions: platform,
-                input: .currentStandardInput,
-                output: .currentStandardOutput,
-                error: .currentStandardError
-            ) { execution in
-                let pid = execution.processIdentifier.value
-                childGroup.withLock { $0 = pid }
-                if let number = pendingSignal.withLock({ $0 }) { kill(-pid, number) }
-            }
-            switch result.terminationStatus {
-            case .exited(let code): return Int32(truncatingIfNeeded: code)
-            case .signaled(let number): return 128 + Int32(truncatingIfNeeded: number)
-            }
-        } catch {
-            FileHandleOutput.standardError("ephemeral-broker: cannot run \(command[0]): \(error)\n")
-            logger.debug("spawn failed", metadata: ["error": "\(error)"])
-            return 127
+        name = String(argument[..<equals])
+        let source = String(argument[argument.index(after: equals)...])
+        if let count = Int(source) {
+            guard count >= 1 else { throw ValidationError("pool \(name): the count must be at least 1") }
+            capacity = count
+            return
         }
+        guard let data = FileManager.default.contents(atPath: source) else {
+            throw ValidationError("pool \(name): cannot read \(source)")
+        }
+        guard let elements = JSONText.arrayElements(Array(data)) else {
+            throw ValidationError("pool \(name): \(source) is not a JSON array of items")
+        }
+        guard !elements.isEmpty else { throw ValidationError("pool \(name): \(source) has no items") }
+        items = elements
     }
 }
 
-/// Finds a command the way a shell does, so a missing command is reported before any broker starts.
-enum ExecutableLookup {
-    /// - Returns: The path to execute, or `nil` when there is no executable file by that name.
-    static func resolve(_ name: String, path: String?) -> String? {
-        if name.contains("/") { return isExecutableFile(name) ? name : nil }
-        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
-            let candidate = "\(directory.isEmpty ? "." : String(directory))/\(name)"
-            if isExecutableFile(candidate) { return candidate }
+/// The end-of-run summary, one line per pool.
+enum PoolReport {
+    static func text(_ summaries: [PoolSummary]) -> String {
+        var text = "ephemeral-broker: pool summary\n"
+        for pool in summaries {
+            let longest = String(Double(pool.longestWait) / 1000)
+            text += "  \(pool.pool): \(pool.grants) grants, \(pool.waits) waited (longest \(longest) s), "
+                + "peak \(pool.peakHolders)/\(pool.capacity) held, \(pool.releasedByDisconnect) released by disconnect, "
+                + "\(pool.expired) expired, \(pool.timedOut) waits timed out\n"
         }
-        return nil
-    }
-
-    private static func isExecutableFile(_ path: String) -> Bool {
-        var info = stat()
-        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && access(path, X_OK) == 0
+        return text
     }
 }

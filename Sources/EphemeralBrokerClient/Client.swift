@@ -68,13 +68,14 @@ public final class Client: Sendable {
     /// - Parameters:
     ///   - action: The action's wire name.
     ///   - idempotent: Whether the request may be sent again after a connection broke mid-call.
+    ///   - extraTime: Time the broker may take on purpose (a lease's wait), added to the timeout.
     ///   - members: Writes the request's members after `action`.
     /// - Throws: The broker's error, or `connection_failed`, `timeout`, `invalid_reply`, `bad_reply_signature`.
-    func call(_ action: String, idempotent: Bool = true, members: (inout JSONLineWriter) -> Void = { _ in })
-        async throws(BrokerError) -> BrokerReply
+    func call(_ action: String, idempotent: Bool = true, extraTime: Duration = .zero,
+              members: (inout JSONLineWriter) -> Void = { _ in }) async throws(BrokerError) -> BrokerReply
     {
         let clock = ContinuousClock()
-        let deadline = clock.now + configuration.timeout
+        let deadline = clock.now + configuration.timeout + extraTime
         var attempt = 0
         while true {
             let channel = try await connectedChannel(deadline: deadline, attempt: &attempt)

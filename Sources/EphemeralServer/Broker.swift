@@ -173,6 +173,25 @@ public final class Broker: Sendable {
         markStopped()
     }
 
+    /// Defines a pool of exclusive items, as a `define_pool` request would.
+    /// - Parameters:
+    ///   - name: The pool's name.
+    ///   - capacity: How many interchangeable items, when `items` is `nil`.
+    ///   - items: The items, each as JSON text.
+    /// - Throws: `invalid_pool` or `pool_exists`, or ``SocketSetupError`` when the broker is not running.
+    public func definePool(_ name: String, capacity: Int? = nil, items: [[UInt8]]? = nil) async throws {
+        guard let running = currentRunning() else { throw SocketSetupError("the broker is not running") }
+        try await running.core.eventLoop.submit {
+            _ = try running.core.value.storeDefinePool(name, capacity: capacity, items: items)
+        }.get()
+    }
+
+    /// Per-pool figures so far: grants, waits, longest wait, peak holders, releases by disconnect.
+    public func poolSummaries() async -> [PoolSummary] {
+        guard let running = currentRunning() else { return [] }
+        return (try? await running.core.eventLoop.submit { running.core.value.store.poolSummaries() }.get()) ?? []
+    }
+
     /// Drains (bounded by the configuration's `drainTimeout`), then stops.
     public func shutdown() async {
         await drain()

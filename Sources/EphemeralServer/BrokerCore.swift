@@ -336,6 +336,11 @@ final class BrokerCore {
             uptimeSeconds: Double(now - startedAt) / 1000)
     }
 
+    /// Defines a pool on behalf of the process that runs the broker.
+    func storeDefinePool(_ name: String, capacity: Int?, items: [[UInt8]]?) throws(BrokerError) -> Int {
+        try store.definePool(name, capacity: capacity, items: items)
+    }
+
     /// Runs the sweeper once.
     func sweep() {
         let removed = store.sweep(now: clock.now())

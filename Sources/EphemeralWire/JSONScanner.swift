@@ -394,4 +394,15 @@ public enum JSONText {
             return scanner.compactBytes(all)
         }
     }
+
+    /// The elements of a JSON array text, each as compact JSON.
+    /// - Parameter text: UTF-8 JSON.
+    /// - Returns: The elements, or `nil` when `text` is not valid JSON or not an array.
+    public static func arrayElements(_ text: [UInt8]) -> [[UInt8]]? {
+        guard let compact = compact(text) else { return nil }
+        return compact.withUnsafeBytes { bytes in
+            let scanner = JSONScanner(bytes)
+            return scanner.arrayElements(JSONScanner.Member(name: "", separatorStart: 0, value: 0..<bytes.count))
+        }
+    }
 }
