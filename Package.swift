@@ -123,6 +123,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "EphemeralBrokerTestingTests",
+            dependencies: ["EphemeralBrokerTesting", "EphemeralBrokerClient", "EphemeralServer", "EphemeralWire"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "EphemeralBrokerCLITests",
             dependencies: ["EphemeralBrokerCLI", "EphemeralWire", "BrokerTestSupport"],
             swiftSettings: strict

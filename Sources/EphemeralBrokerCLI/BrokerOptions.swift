@@ -59,6 +59,16 @@ struct BrokerOptions: ParsableArguments {
     @Flag(help: "Refuse signed requests without ts and nonce (replay protection for every client).")
     var requireNonce = false
 
+    @Option(name: .customLong("pool"), help: ArgumentHelp(
+        "A pool of exclusive items: NAME=FILE (a JSON array, e.g. test accounts) or NAME=N (N interchangeable items).",
+        valueName: "name=file|count"))
+    var pools: [String] = []
+
+    /// The `--pool` arguments, read and checked (a malformed file is an error naming it).
+    func poolDefinitions() throws -> [PoolDefinition] {
+        try pools.map(PoolDefinition.init(argument:))
+    }
+
     /// The options resolved against the environment.
     struct Resolved {
         var configuration: BrokerConfiguration

@@ -21,11 +21,6 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var options: BrokerOptions
 
-    @Option(name: .customLong("pool"), help: ArgumentHelp(
-        "A pool for the run: NAME=FILE (a JSON array of items, e.g. accounts) or NAME=N (N interchangeable items).",
-        valueName: "name=file|count"))
-    var pools: [String] = []
-
     @Flag(help: "Do not print the per-pool summary when the command ends.")
     var noSummary = false
 
@@ -39,7 +34,7 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let environment = currentEnvironment()
         var resolved = try options.resolve(environment: environment)
-        let definitions = try pools.map(PoolDefinition.init(argument:))
+        let definitions = try options.poolDefinitions()
         bootstrapLogging(level: resolved.logLevel, format: resolved.logFormat)
         let logger = Logger(label: "ephemeral-broker")
         resolved.configuration.logger = logger
@@ -59,9 +54,7 @@ struct Run: AsyncParsableCommand {
         let pipe: String
         do {
             pipe = try await broker.start()
-            for pool in definitions {
-                try await broker.definePool(pool.name, capacity: pool.capacity, items: pool.items)
-            }
+            try await definitions.define(on: broker)
         } catch {
             FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
             await broker.shutdown()
@@ -76,6 +69,13 @@ struct Run: AsyncParsableCommand {
         }
         await broker.shutdown()
         throw ExitCode(status)
+    }
+}
+
+extension [PoolDefinition] {
+    /// Defines every pool on a started broker.
+    func define(on broker: Broker) async throws {
+        for pool in self { try await broker.definePool(pool.name, capacity: pool.capacity, items: pool.items) }
     }
 }
 

@@ -22,14 +22,17 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         var resolved = try options.resolve(environment: currentEnvironment())
+        let definitions = try options.poolDefinitions()
         bootstrapLogging(level: resolved.logLevel, format: resolved.logFormat)
         resolved.configuration.logger = Logger(label: "ephemeral-broker")
         let broker = Broker(configuration: resolved.configuration)
         let path: String
         do {
             path = try await broker.start()
+            try await definitions.define(on: broker)
         } catch {
             FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
+            await broker.shutdown()
             throw ExitCode(1)
         }
         FileHandleOutput.standardOutput(path + "\n")

@@ -1,5 +1,6 @@
 import EphemeralBrokerClient
 import EphemeralWire
+import Synchronization
 
 /// Test helpers: lease a pool item for the duration of a test, in Swift Testing or XCTest.
 ///
@@ -10,10 +11,20 @@ public enum BrokerTesting {
         do throws(BrokerError) { return .success(try Client()) } catch { return .failure(error) }
     }()
 
-    /// The process-wide client, from `EPHEMERAL_PIPE` and `EPHEMERAL_SECRET`.
+    private static let chosenClient = Mutex<Client?>(nil)
+
+    /// The process-wide client: the one given to ``use(_:)``, else one from `EPHEMERAL_PIPE` and `EPHEMERAL_SECRET`.
     /// - Throws: `not_configured` when the tests do not run under `ephemeral-broker run`.
     public static func client() throws(BrokerError) -> Client {
-        try sharedClient.get()
+        if let chosen = chosenClient.withLock({ $0 }) { return chosen }
+        return try sharedClient.get()
+    }
+
+    /// Makes the helpers use `client` (for example one connected to a broker the tests start themselves);
+    /// `nil` goes back to the environment's.
+    /// - Parameter client: The client to use.
+    public static func use(_ client: Client?) {
+        chosenClient.withLock { $0 = client }
     }
 }
 
