@@ -97,7 +97,7 @@ public final class Client: Sendable {
                 let bytes = try await exchange(line, on: channel, deadline: deadline)
                 let reply = try BrokerReply(line: bytes, signer: signer, nonce: nonce)
                 guard reply.json("id") == Array(String(id).utf8) else {
-                    channel.close(promise: nil)  // replies are out of step with requests: start afresh
+                    discard(channel)  // replies are out of step with requests: start afresh
                     throw BrokerError(.invalidReply, "the broker's reply answers another request")
                 }
                 if let error = reply.error { throw error }
@@ -116,7 +116,8 @@ public final class Client: Sendable {
         let remaining = ContinuousClock().now.duration(to: deadline)
         let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(remaining.nanoseconds))) {
             slot.fail(BrokerError(.timeout, "no reply from the broker within \(self.configuration.timeout)"))
-            channel.close(promise: nil)  // the stream is out of step now: start afresh on the next call
+            // The stream is out of step now: the next call must start afresh, never reuse this channel.
+            self.discard(channel)
         }
         channel.writeAndFlush(PendingRequest(line: line, reply: slot)).whenFailure { _ in
             slot.fail(BrokerError(.connectionFailed, "the connection to the broker closed"))
@@ -129,6 +130,14 @@ public final class Client: Sendable {
         } catch {
             throw BrokerError(.connectionFailed, "\(error)")
         }
+    }
+
+    /// Forgets `channel` (so no call picks it up again) and closes it.
+    private func discard(_ channel: any Channel) {
+        state.withLock { state in
+            if case .connected(let current) = state, current === channel { state = .idle }
+        }
+        channel.close(promise: nil)
     }
 
     private func connectedChannel(deadline: ContinuousClock.Instant, attempt: inout Int) async throws(BrokerError)

@@ -47,10 +47,12 @@ final class ReplyMatcher: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private var pending = CircularBuffer<ReplySlot>()
+    /// Set once the connection has ended: a request written after that could never be answered.
+    private var ended = false
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
-        guard context.channel.isActive else {
+        guard !ended else {
             request.reply.fail(BrokerError(.connectionFailed, "the connection to the broker closed"))
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
@@ -71,6 +73,7 @@ final class ReplyMatcher: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        ended = true
         while let promise = pending.popFirst() {
             promise.fail(BrokerError(.connectionFailed, "the connection to the broker closed"))
         }

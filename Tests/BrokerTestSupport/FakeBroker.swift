@@ -78,7 +78,7 @@ public final class FakeBroker: @unchecked Sendable {
     }
 
     /// The digits of the request's `"id":` member.
-    static func id(in line: String) -> String {
+    public static func id(in line: String) -> String {
         guard let range = line.range(of: "\"id\":") else { return "null" }
         return String(line[range.upperBound...].prefix { $0.isNumber })
     }

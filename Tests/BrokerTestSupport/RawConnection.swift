@@ -16,7 +16,7 @@ public struct TestFailure: Error, CustomStringConvertible {
 
 /// A blocking Unix-socket connection that speaks raw NDJSON, so tests see exactly the bytes on the wire.
 public final class RawConnection {
-    private let descriptor: Int32
+    private var descriptor: Int32
     private var pending: [UInt8] = []
 
     /// Connects to `path`; every read gives up after `timeoutSeconds`.
@@ -26,7 +26,7 @@ public final class RawConnection {
         #else
         descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
         #endif
-        guard descriptor >= 0 else { throw TestFailure("socket() failed") }
+        guard descriptor >= 0 else { throw TestFailure("socket() failed") }  // deinit skips -1
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_un()
@@ -43,12 +43,14 @@ public final class RawConnection {
         }
         guard result == 0 else {
             let code = errno
-            close(descriptor)
+            // deinit runs for an initializer that throws once every property is set: close exactly once, there.
             throw TestFailure("connect(\(path)) failed: errno \(code)")
         }
     }
 
-    deinit { close(descriptor) }
+    deinit {
+        if descriptor >= 0 { close(descriptor) }
+    }
 
     /// Sends bytes as they are.
     public func send(_ bytes: [UInt8]) throws {

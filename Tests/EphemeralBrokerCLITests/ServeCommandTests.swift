@@ -48,10 +48,11 @@ struct ServeCommandTests {
     @Test func ofConcurrentStartsOnOnePathExactlyOneWins() throws {
         let path = makeTemporaryDirectory() + "/race.sock"
         let servers = try (0..<4).map { _ in try ChildProcess(brokerBinary, ["serve", "--socket", path]) }
-        #expect(try waitUntil { servers.filter { !$0.process.isRunning }.count == 3 })
-        let losers = try servers.filter { !$0.process.isRunning }.map { try $0.wait() }
+        #expect(try waitUntil { servers.filter { !$0.isRunning }.count == 3 })
+        let losers = try servers.filter { !$0.isRunning }.map { try $0.wait() }
         #expect(losers == [1, 1, 1])
-        let winner = try #require(servers.first { $0.process.isRunning })
+        let winner = try #require(servers.first { $0.isRunning })
+        #expect(try winner.firstLine() == path)
         #expect(try RawConnection(path: path).request(#"{"action":"ping"}"#).contains(#""ok":true"#))
         winner.signal(SIGTERM)
         #expect(try winner.wait() == 0)

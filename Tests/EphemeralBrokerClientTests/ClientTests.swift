@@ -195,16 +195,18 @@ struct FakeBrokerTests {
     }
 
     @Test func silenceTimesOutWithinTheTimeoutAndTheNextCallUsesAFreshConnection() async throws {
-        let count = Counter()
-        let fake = try FakeBroker { _ in count.next() == 0 ? .ignore : .write(#"{"ok":true,"id":$ID,"pong":1}"# + "\n") }
+        // The fake never answers this client's first request (id 1), and answers every other one. (Keyed on the
+        // id, not on arrival order: on a loaded machine the first call may time out before its request leaves.)
+        let fake = try FakeBroker { line in
+            FakeBroker.id(in: line) == "1" ? .ignore : .write(#"{"ok":true,"id":$ID,"pong":1}"# + "\n")
+        }
         defer { fake.stop() }
         let client = client(fake, timeout: .seconds(2))
         let start = ContinuousClock.now
         #expect(await code { try await client.ping() } == "timeout")
         #expect(ContinuousClock.now - start < .seconds(10), "the error comes at the timeout, not never")
-        let secondStart = ContinuousClock.now
         let next = await code { try await client.ping() }
-        #expect(next == nil, "\(next ?? "") after \(ContinuousClock.now - secondStart), fake saw \(count.next() - 1) lines")
+        #expect(next == nil, "\(next ?? "")")
     }
 
     @Test func aBrokerClosingMidReplyFailsNonIdempotentCallsAndRetriesIdempotentOnes() async throws {
