@@ -23,9 +23,16 @@ enum ChildRunner {
     ///     SIGQUIT sent to this process are forwarded.
     /// - Returns: The command's exit status, `128 + N` when signal N killed it, 127 when it could not start.
     static func run(_ command: [String], environment: [Environment.Key: String?], ownProcessGroup: Bool) async -> Int32 {
+        await runReportingGroup(command, environment: environment, ownProcessGroup: ownProcessGroup).status
+    }
+
+    /// ``run(_:environment:ownProcessGroup:)``, also returning the command's process group (its pid).
+    static func runReportingGroup(_ command: [String], environment: [Environment.Key: String?], ownProcessGroup: Bool)
+        async -> (status: Int32, group: pid_t?)
+    {
         guard let executable = ExecutableLookup.resolve(command[0], path: currentEnvironment()["PATH"]) else {
             FileHandleOutput.standardError("ephemeral-broker: command not found: \(command[0])\n")
-            return 127
+            return (127, nil)
         }
         let childGroup = Mutex<pid_t?>(nil)
         let pendingSignal = Mutex<Int32?>(nil)
@@ -56,14 +63,26 @@ enum ChildRunner {
                 childGroup.withLock { $0 = pid }
                 if let number = pendingSignal.withLock({ $0 }) { kill(-pid, number) }
             }
+            let group = childGroup.withLock { $0 }
             switch result.terminationStatus {
-            case .exited(let code): return Int32(truncatingIfNeeded: code)
-            case .signaled(let number): return 128 + Int32(truncatingIfNeeded: number)
+            case .exited(let code): return (Int32(truncatingIfNeeded: code), group)
+            case .signaled(let number): return (128 + Int32(truncatingIfNeeded: number), group)
             }
         } catch {
             FileHandleOutput.standardError("ephemeral-broker: cannot run \(command[0]): \(error)\n")
-            return 127
+            return (127, nil)
         }
+    }
+
+    /// Waits until no process is left in `group` (the command's background workers), for at most `seconds`.
+    /// - Returns: Whether the group emptied in time.
+    static func waitForGroupToEmpty(_ group: pid_t, seconds: Double) async -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if kill(-group, 0) != 0, errno == ESRCH { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
     }
 }
 

@@ -78,13 +78,18 @@ struct Set: AsyncParsableCommand {
     @Argument(help: "The value.") var value: String
     @Option(help: "How long the value lives (e.g. 30s, 5m).") var ttl: String?
     @Flag(help: "Store VALUE as a string even when it parses as JSON.") var string = false
+    @Option(help: "Delete the value after this many reads.") var maxReads: Int?
 
     func run() async throws {
         let ttl = try ttlOption(ttl)
         try await withBrokerErrors {
             let bytes = Array(value.utf8)
             let json = !string && JSONText.compact(bytes) != nil ? bytes : Array(try JSONEncoder().encode(value))
-            try await client.client().setJSON(key, json: json, ttl: ttl)
+            if let maxReads {
+                try await client.client().setJSON(key, json: json, ttl: ttl, maxReads: maxReads)
+            } else {
+                try await client.client().setJSON(key, json: json, ttl: ttl)
+            }
             if client.json { FileHandleOutput.standardOutput("{\"ok\":true}\n") }
         }
     }

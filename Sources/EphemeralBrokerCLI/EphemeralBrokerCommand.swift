@@ -20,7 +20,7 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Run.self, Serve.self, Get.self, Set.self, Del.self, List.self, Ping.self, Stats.self, Health.self,
-            Metrics.self, Lease.self, Release.self,
+            Metrics.self, Lease.self, Release.self, Incr.self, Wait.self, Shared.self,
         ]
     )
 

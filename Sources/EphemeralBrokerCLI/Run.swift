@@ -24,6 +24,12 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Do not print the per-pool summary when the command ends.")
     var noSummary = false
 
+    @Option(help: "A shell command run once, with the broker up, before the command; the command is not run if it fails.")
+    var before: String?
+
+    @Option(help: "A shell command run once after the command and all its workers are done, with the broker still up.")
+    var after: String?
+
     @Argument(parsing: .postTerminator, help: "The command to run, after --.")
     var command: [String] = []
 
@@ -62,7 +68,28 @@ struct Run: AsyncParsableCommand {
         }
         var childEnvironment: [Environment.Key: String?] = ["EPHEMERAL_PIPE": pipe]
         childEnvironment["EPHEMERAL_SECRET"] = .some(resolved.configuration.secret)  // nil removes an outer one
-        let status = await ChildRunner.run(command, environment: childEnvironment, ownProcessGroup: true)
+        if let before {
+            let status = await ChildRunner.run(["/bin/sh", "-c", before], environment: childEnvironment,
+                                               ownProcessGroup: false)
+            guard status == 0 else {
+                FileHandleOutput.standardError("ephemeral-broker: --before failed with status \(status); the command was not run\n")
+                await broker.shutdown()
+                throw ExitCode(status)
+            }
+        }
+        var (status, group) = await ChildRunner.runReportingGroup(command, environment: childEnvironment,
+                                                                  ownProcessGroup: true)
+        if let after {
+            if let group, !(await ChildRunner.waitForGroupToEmpty(group, seconds: 30)) {
+                logger.warning("workers of the command are still running after 30 s; running --after anyway")
+            }
+            let afterStatus = await ChildRunner.run(["/bin/sh", "-c", after], environment: childEnvironment,
+                                                    ownProcessGroup: false)
+            if afterStatus != 0 {
+                FileHandleOutput.standardError("ephemeral-broker: --after failed with status \(afterStatus)\n")
+                if status == 0 { status = afterStatus }
+            }
+        }
         if !noSummary {
             let summaries = await broker.poolSummaries()
             if !summaries.isEmpty { FileHandleOutput.standardError(PoolReport.text(summaries)) }

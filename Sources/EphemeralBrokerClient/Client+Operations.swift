@@ -34,10 +34,7 @@ extension Client {
     /// - Returns: The value's JSON bytes.
     /// - Throws: `not_found`, `expired`, or a connection error.
     public func getJSON(_ key: String) async throws(BrokerError) -> [UInt8] {
-        let reply = try await call("get") { $0.member("key", string: key) }
-        guard let value = reply.json("value") else { throw BrokerError(.invalidReply, "get reply has no value") }
-        guard reply.bool("compressed") == true else { return value }
-        return try ValueCompression.decompress(value, limit: Self.maxDecompressedBytes)
+        try valueJSON(try await call("get") { $0.member("key", string: key) })
     }
 
     /// Stores a value, encoded as JSON.
@@ -48,13 +45,15 @@ extension Client {
     /// - Throws: `invalid_value` when it does not encode, or the broker's `too_large`, `max_items`,
     ///   `ttl_required`, `invalid_ttl`.
     public func set<Value: Encodable>(_ key: String, _ value: Value, ttl: Duration?) async throws(BrokerError) {
-        let json: Data
+        try await setJSON(key, json: try Self.encode(value, for: key), ttl: ttl)
+    }
+
+    static func encode<Value: Encodable>(_ value: Value, for key: String) throws(BrokerError) -> [UInt8] {
         do {
-            json = try JSONEncoder().encode(value)
+            return Array(try JSONEncoder().encode(value))
         } catch {
             throw BrokerError(.invalidValue, "the value for \(key) does not encode as JSON: \(error)")
         }
-        try await setJSON(key, json: Array(json), ttl: ttl)
     }
 
     /// Stores a value given as JSON text, compressing it first when it reaches the compression threshold.
@@ -64,17 +63,31 @@ extension Client {
     ///   - ttl: How long the value lives.
     /// - Throws: `invalid_value` when `json` is not JSON, or the broker's errors.
     public func setJSON(_ key: String, json: [UInt8], ttl: Duration?) async throws(BrokerError) {
+        _ = try await write(key, json: json, ttl: ttl)
+    }
+
+    /// Stores a value under conditions; the shared path of every `set`.
+    /// - Returns: The item's new version.
+    @discardableResult
+    func write(_ key: String, json: [UInt8], ttl: Duration?, ifAbsent: Bool = false, ifVersion: UInt64? = nil,
+               maxReads: Int? = nil) async throws(BrokerError) -> UInt64
+    {
         guard let compact = JSONText.compact(json) else {
             throw BrokerError(.invalidValue, "the value for \(key) is not JSON")
         }
         let compressed = compact.count >= configuration.compressionThreshold
         let wire = compressed ? ValueCompression.compress(compact) : compact
-        _ = try await call("set") { request in
+        let conditional = ifAbsent || ifVersion != nil || maxReads != nil
+        let reply = try await call("set", idempotent: !conditional) { request in
             request.member("key", string: key)
             request.member("value", rawJSON: wire)
             if let ttl { request.member("ttl", int: ttl.milliseconds) }
             request.member("compressed", bool: compressed)
+            if ifAbsent { request.member("ifAbsent", bool: true) }
+            if let ifVersion { request.member("ifVersion", int: Int64(ifVersion)) }
+            if let maxReads { request.member("maxReads", int: Int64(maxReads)) }
         }
+        return UInt64(reply.number("version") ?? 0)
     }
 
     /// Deletes a key; deleting a missing key succeeds.

@@ -46,16 +46,24 @@ final class BrokerCore {
         var signed: Bool
     }
 
-    /// A lease request waiting for a pool item.
+    /// What a deferred request waits in.
+    private enum WaitKey: Hashable {
+        /// A pool lease waiting for an item of this pool.
+        case pool(String, UInt64)
+        /// A `wait`, `claim` or `barrier` waiting on a key.
+        case key(UInt64)
+    }
+
+    /// A request whose reply comes later.
     private struct PendingWait {
         var route: ReplyRoute
-        var pool: String
+        var action: Action
         var timer: Scheduled<Void>?
     }
 
     private var connections: [OwnerID: BrokerConnectionHandler] = [:]
     private var nextOwner: OwnerID = 0
-    private var pendingWaits: [UInt64: PendingWait] = [:]
+    private var pendingWaits: [WaitKey: PendingWait] = [:]
     var eventLoop: (any EventLoop)?
 
     /// Registers a new connection.
@@ -71,15 +79,16 @@ final class BrokerCore {
     func connectionClosed(_ owner: OwnerID) {
         connections.removeValue(forKey: owner)
         openConnections -= 1
-        for (waiter, pending) in pendingWaits where pending.route.connection.owner == owner {
+        for (key, pending) in pendingWaits where pending.route.connection.owner == owner {
             pending.timer?.cancel()
-            pendingWaits.removeValue(forKey: waiter)
+            pendingWaits.removeValue(forKey: key)
         }
         let outcome = store.releaseAll(owner: owner, now: clock.now())
         if outcome.released > 0 {
             logger.debug("leases released by disconnect", metadata: ["count": "\(outcome.released)"])
         }
         deliver(outcome.regranted)
+        deliver(outcome.wakeups)
     }
 
     /// Answers one frame with one reply line, or `nil` when the reply comes later through the route.
@@ -152,12 +161,12 @@ final class BrokerCore {
         case .ping:
             reply.member("pong", int: now)
         case .get(let key):
-            let value = try store.get(key, now: now)
-            reply.member("value", rawJSON: value.json)
-            reply.member("compressed", bool: value.compressed)
+            writeValue(try store.get(key, now: now), into: &reply)
         case .set(let set):
-            let size = try store.set(set, now: now)
-            metrics.recordSet(compressed: set.compressed, before: size, after: set.value.count)
+            let result = try store.set(set, now: now)
+            metrics.recordSet(compressed: set.compressed, before: result.size, after: set.value.count)
+            reply.member("version", int: Int64(result.version))
+            deliver(result.wakeups)
         case .del(let key):
             store.delete(key)
         case .list:
@@ -226,15 +235,50 @@ final class BrokerCore {
             case .granted(let grant):
                 writeGrant(grant, into: &reply)
             case .queued(let waiter, let deadline):
-                var pending = PendingWait(route: route, pool: pool, timer: nil)
-                if let eventLoop {
-                    pending.timer = eventLoop.scheduleTask(in: .milliseconds(max(0, deadline - now))) { [self] in
-                        waitExpired(pool: pool, waiter: waiter)
-                    }
-                }
-                pendingWaits[waiter] = pending
+                park(.pool(pool, waiter), action: .lease, route: route, for: deadline - now)
                 return nil
             }
+        case .incr(let key, let by, let ttl):
+            let (value, wakeups) = try store.increment(key, by: by, ttl: ttl, now: now)
+            reply.member("value", int: value)
+            deliver(wakeups)
+        case .wait(let key, let timeout):
+            let outcome = try store.waitForKey(key, owner: route.connection.owner, wait: timeout, now: now)
+            guard let value = outcome.value else {
+                park(.key(outcome.waiter!), action: .wait, route: route, for: outcome.deadline - now)
+                return nil
+            }
+            writeValue(value, into: &reply)
+        case .claim(let key, let ttl, let wait, let refreshBefore):
+            let (outcome, wakeups) = try store.claim(key, owner: route.connection.owner, ttl: ttl, wait: wait,
+                                                     refreshBefore: refreshBefore, now: now)
+            defer { deliver(wakeups) }
+            switch outcome {
+            case .value(let value, _):
+                reply.member("state", string: "value")
+                writeValue(value, into: &reply)
+            case .claimed(let token):
+                reply.member("state", string: "claimed")
+                reply.member("token", int: Int64(token))
+            case .refresh(let value, _, let token):
+                reply.member("state", string: "refresh")
+                reply.member("token", int: Int64(token))
+                writeValue(value, into: &reply)
+            case .queued(let waiter, let deadline):
+                park(.key(waiter), action: .claim, route: route, for: deadline - now)
+                return nil
+            }
+        case .unclaim(let key, let token):
+            deliver(store.unclaim(key, token: token, now: now))
+        case .barrier(let key, let parties, let timeout):
+            let arrival = try store.arrive(key, parties: parties, owner: route.connection.owner, wait: timeout)
+            let filled = arrival.wakeups.contains { $0 == .barrierReleased(waiter: arrival.waiter, key: key, parties: parties) }
+            deliver(arrival.wakeups.filter { $0 != .barrierReleased(waiter: arrival.waiter, key: key, parties: parties) })
+            guard filled else {
+                park(.key(arrival.waiter), action: .barrier, route: route, for: arrival.deadlineIn)
+                return nil
+            }
+            reply.member("arrived", int: Int64(parties))
         case .renewPool(let pool, let index, let fence, let ttl):
             let (expiresAt, regranted) = try store.renewPool(pool, index: index, fence: fence, ttl: ttl, now: now)
             deliver(regranted)
@@ -244,6 +288,23 @@ final class BrokerCore {
             reply.member("released", bool: true)
         }
         return reply
+    }
+
+    private func writeValue(_ value: Store.Value, into reply: inout JSONLineWriter) {
+        reply.member("value", rawJSON: value.json)
+        reply.member("compressed", bool: value.compressed)
+        reply.member("version", int: Int64(value.version))
+    }
+
+    /// Parks a request until a wakeup answers it or `milliseconds` pass (then it is answered `timeout`).
+    private func park(_ key: WaitKey, action: Action, route: ReplyRoute, for milliseconds: Int64) {
+        var pending = PendingWait(route: route, action: action, timer: nil)
+        if let eventLoop {
+            pending.timer = eventLoop.scheduleTask(in: .milliseconds(max(0, milliseconds))) { [self] in
+                waitExpired(key)
+            }
+        }
+        pendingWaits[key] = pending
     }
 
     private func writeGrant(_ grant: PoolGrant, into reply: inout JSONLineWriter) {
@@ -257,26 +318,56 @@ final class BrokerCore {
     /// Answers waiters that were granted an item.
     func deliver(_ grants: [WaiterGrant]) {
         for granted in grants {
-            guard let pending = pendingWaits.removeValue(forKey: granted.waiter) else { continue }
-            pending.timer?.cancel()
-            let route = pending.route
-            var reply = JSONLineWriter.ok(into: route.connection.allocator.buffer(capacity: 128))
-            if let id = route.id { reply.member("id", rawJSON: id) }
-            writeGrant(granted.grant, into: &reply)
-            metrics.record(.lease, error: nil)
-            route.connection.deliver(reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
-                                     sequence: route.sequence)
+            answer(.pool(granted.grant.pool, granted.waiter)) { writeGrant(granted.grant, into: &$0) }
         }
     }
 
-    private func waitExpired(pool: String, waiter: UInt64) {
-        guard let pending = pendingWaits[waiter], store.cancelPoolWait(pool, waiter: waiter) else { return }
-        pendingWaits.removeValue(forKey: waiter)
-        answer(pending.route, with: BrokerError(.timeout, "no item of pool \(pool) became free in time"))
+    /// Answers waiters woken by a write, a lapsed or abandoned claim, or a full barrier.
+    func deliver(_ wakeups: [Wakeup]) {
+        for wakeup in wakeups {
+            switch wakeup {
+            case .value(let waiter, _, let value, _):
+                answer(.key(waiter)) { reply in
+                    reply.member("state", string: "value")
+                    writeValue(value, into: &reply)
+                }
+            case .claimed(let waiter, _, let token):
+                answer(.key(waiter)) { reply in
+                    reply.member("state", string: "claimed")
+                    reply.member("token", int: Int64(token))
+                }
+            case .barrierReleased(let waiter, _, let parties):
+                answer(.key(waiter)) { $0.member("arrived", int: Int64(parties)) }
+            }
+        }
     }
 
-    private func answer(_ route: ReplyRoute, with error: BrokerError) {
-        metrics.record(.lease, error: error)
+    private func answer(_ key: WaitKey, members: (inout JSONLineWriter) -> Void) {
+        guard let pending = pendingWaits.removeValue(forKey: key) else { return }
+        pending.timer?.cancel()
+        let route = pending.route
+        var reply = JSONLineWriter.ok(into: route.connection.allocator.buffer(capacity: 128))
+        if let id = route.id { reply.member("id", rawJSON: id) }
+        members(&reply)
+        metrics.record(pending.action, error: nil)
+        route.connection.deliver(reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
+                                 sequence: route.sequence)
+    }
+
+    private func waitExpired(_ key: WaitKey) {
+        guard let pending = pendingWaits[key] else { return }
+        let stillWaiting: Bool
+        switch key {
+        case .pool(let pool, let waiter): stillWaiting = store.cancelPoolWait(pool, waiter: waiter)
+        case .key(let waiter): stillWaiting = store.cancelWait(waiter)
+        }
+        guard stillWaiting else { return }
+        pendingWaits.removeValue(forKey: key)
+        answer(pending.route, action: pending.action, with: BrokerError(.timeout, "the wait ran out"))
+    }
+
+    private func answer(_ route: ReplyRoute, action: Action, with error: BrokerError) {
+        metrics.record(action, error: error)
         var reply = JSONLineWriter.error(error, into: route.connection.allocator.buffer(capacity: 96))
         if let id = route.id { reply.member("id", rawJSON: id) }
         route.connection.deliver(reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
@@ -287,10 +378,13 @@ final class BrokerCore {
     func failWaitsForDrain() {
         let waits = pendingWaits
         pendingWaits.removeAll()
-        for (waiter, pending) in waits {
+        for (key, pending) in waits {
             pending.timer?.cancel()
-            _ = store.cancelPoolWait(pending.pool, waiter: waiter)
-            answer(pending.route, with: BrokerError(.draining))
+            switch key {
+            case .pool(let pool, let waiter): _ = store.cancelPoolWait(pool, waiter: waiter)
+            case .key(let waiter): _ = store.cancelWait(waiter)
+            }
+            answer(pending.route, action: pending.action, with: BrokerError(.draining))
         }
     }
 
@@ -345,6 +439,7 @@ final class BrokerCore {
     func sweep() {
         let removed = store.sweep(now: clock.now())
         deliver(removed.regranted)
+        deliver(removed.wakeups)
         if removed.items + removed.leases > 0 {
             logger.debug("swept expired entries", metadata: ["items": "\(removed.items)", "leases": "\(removed.leases)"])
         }

@@ -12,15 +12,29 @@ public struct Store: Sendable {
         public var json: [UInt8]
         /// Whether the value is the original client's base64-gzip string.
         public var compressed: Bool
+        /// The item's version: it changes with every write, for compare-and-set.
+        public var version: UInt64
 
         /// Creates a value.
         /// - Parameters:
         ///   - json: Compact JSON bytes.
         ///   - compressed: Whether they are a compressed value.
-        public init(json: [UInt8], compressed: Bool) {
+        ///   - version: The item's version.
+        public init(json: [UInt8], compressed: Bool, version: UInt64 = 0) {
             self.json = json
             self.compressed = compressed
+            self.version = version
         }
+    }
+
+    /// What a successful `set` did.
+    public struct SetResult: Sendable, Equatable {
+        /// The value's size in bytes (of its JSON text, decompressed when it was compressed).
+        public var size: Int
+        /// The new version of the item.
+        public var version: UInt64
+        /// Waiters for the key that now get its value.
+        public var wakeups: [Wakeup]
     }
 
     struct Item {
@@ -28,7 +42,9 @@ public struct Store: Sendable {
         var compressed: Bool
         var ttl: Int64
         var expiresAt: Int64
+        /// Also the item's version.
         var generation: UInt64
+        var readsLeft: Int?
     }
 
     /// The configuration the store enforces.
@@ -38,6 +54,7 @@ public struct Store: Sendable {
     private var nextGeneration: UInt64 = 0
     private var leases = LeaseTable()
     private var pools = PoolTable()
+    private var coordination = CoordinationTable()
 
     /// Approximate bytes held by items: keys, values and a fixed per-item overhead.
     public private(set) var approximateBytes = 0
@@ -63,24 +80,44 @@ public struct Store: Sendable {
             expiredItemsTotal += 1
             throw BrokerError(.expired)
         }
+        let value = Value(json: item.value, compressed: item.compressed, version: item.generation)
+        if let readsLeft = item.readsLeft {
+            if readsLeft <= 1 {
+                remove(key)  // its last allowed read
+                return value
+            }
+            item.readsLeft = readsLeft - 1
+            items[key] = item
+        }
         if configuration.refreshTTLOnGet {
             item.expiresAt = now + item.ttl
-            item.generation = generation()
             items[key] = item
-            schedule(key, item)
+            expiries.push(key, deadline: item.expiresAt, generation: item.generation)
         }
-        return Value(json: item.value, compressed: item.compressed)
+        return value
+    }
+
+    /// The live value of a key without counting a read, or `nil`.
+    func peek(_ key: String, now: Int64) -> Value? {
+        guard let item = items[key], item.expiresAt > now else { return nil }
+        return Value(json: item.value, compressed: item.compressed, version: item.generation)
     }
 
     /// Stores a value, replacing value, TTL and compression flag of an existing key.
     ///
     /// Checks run in the original's order: negative TTL, missing or zero TTL when required, size, capacity.
-    /// - Returns: The value's size in bytes (of its JSON text, decompressed when it was compressed).
-    /// - Throws: `invalid_ttl`, `ttl_required`, `too_large`, `invalid_compressed_value` or `max_items`; nothing
-    ///   changes when it throws.
+    /// - Returns: The value's size, its new version, and the waiters it wakes.
+    /// - Throws: `invalid_ttl`, `ttl_required`, `too_large`, `invalid_compressed_value`, `max_items`, `exists`
+    ///   (`ifAbsent`) or `version_mismatch` (`ifVersion`); nothing changes when it throws.
     @discardableResult
-    public mutating func set(_ command: SetCommand, now: Int64) throws(BrokerError) -> Int {
+    public mutating func set(_ command: SetCommand, now: Int64) throws(BrokerError) -> SetResult {
         let ttl = try itemTTL(command.ttl)
+        let current = peek(command.key, now: now)
+        if command.ifAbsent, current != nil { throw BrokerError(.exists, "\(command.key) already has a value") }
+        if let expected = command.ifVersion, current?.version != expected {
+            throw BrokerError(.versionMismatch,
+                              "\(command.key) is at version \(current.map { String($0.version) } ?? "none"), not \(expected)")
+        }
         let size = command.compressed
             ? try ValueCompression.decompressedSize(of: command.value, limit: configuration.maxValueSize)
             : command.value.count
@@ -94,15 +131,125 @@ public struct Store: Sendable {
             }
         }
         let item = Item(value: command.value, compressed: command.compressed, ttl: ttl, expiresAt: now + ttl,
-                        generation: generation())
-        if let old = items.updateValue(item, forKey: command.key) {
+                        generation: generation(), readsLeft: command.maxReads)
+        store(command.key, item)
+        let value = Value(json: item.value, compressed: item.compressed, version: item.generation)
+        return SetResult(size: size, version: item.generation,
+                         wakeups: coordination.keySet(command.key, value: value, version: item.generation))
+    }
+
+    private mutating func store(_ key: String, _ item: Item) {
+        if let old = items.updateValue(item, forKey: key) {
             approximateBytes -= old.value.count
         } else {
-            approximateBytes += command.key.utf8.count + Self.itemOverhead
+            approximateBytes += key.utf8.count + Self.itemOverhead
         }
         approximateBytes += item.value.count
-        schedule(command.key, item)
-        return size
+        schedule(key, item)
+    }
+
+    // MARK: - Counters, waits, compute-once, barriers
+
+    /// Adds `by` to an integer counter, creating it at 0 (with `ttl`, or the default TTL) when missing.
+    /// - Returns: The new value, and the waiters it wakes.
+    /// - Throws: `not_a_number` for a value that is not an integer or would overflow, `invalid_ttl`, `max_items`.
+    public mutating func increment(_ key: String, by: Int64, ttl: Double?, now: Int64) throws(BrokerError)
+        -> (value: Int64, wakeups: [Wakeup])
+    {
+        var current: Int64 = 0
+        var lifetime: Int64
+        if let item = items[key], item.expiresAt > now {
+            guard !item.compressed, let number = Int64(String(decoding: item.value, as: UTF8.self)) else {
+                throw BrokerError(.notANumber, "\(key) does not hold an integer")
+            }
+            current = number
+            lifetime = item.ttl
+            if ttl != nil { lifetime = try leaseTTL(ttl) }
+        } else {
+            lifetime = try leaseTTL(ttl)
+            if items[key] == nil, configuration.maxItems > 0, items.count >= configuration.maxItems {
+                _ = sweepItems(now: now)
+                guard items.count < configuration.maxItems else {
+                    throw BrokerError(.maxItems, "the store holds its maximum of \(configuration.maxItems) items")
+                }
+            }
+        }
+        let (sum, overflow) = current.addingReportingOverflow(by)
+        guard !overflow else { throw BrokerError(.notANumber, "\(key) would overflow") }
+        let item = Item(value: Array(String(sum).utf8), compressed: false, ttl: lifetime, expiresAt: now + lifetime,
+                        generation: generation(), readsLeft: nil)
+        store(key, item)
+        let value = Value(json: item.value, compressed: false, version: item.generation)
+        return (sum, coordination.keySet(key, value: value, version: item.generation))
+    }
+
+    /// Waits until a key has a value.
+    /// - Returns: The value now, or the waiter to answer later (at most `wait` ms from now).
+    /// - Throws: `invalid_wait`.
+    public mutating func waitForKey(_ key: String, owner: OwnerID, wait: Double, now: Int64) throws(BrokerError)
+        -> (value: Value?, waiter: UInt64?, deadline: Int64)
+    {
+        let wait = try waitMilliseconds(wait)
+        if let value = peek(key, now: now) { return (value, nil, now) }
+        guard wait > 0 else { throw BrokerError(.timeout, "\(key) has no value") }
+        return (nil, coordination.waitForKey(key, owner: owner, claimTTL: nil), now + wait)
+    }
+
+    /// Compute-once: the value when there is one; otherwise the right to compute it, held by `owner` for
+    /// `ttl` ms (given back at once if its connection closes); or a wait for the computation in progress.
+    /// - Returns: The outcome, and waiters woken by lapsed claims.
+    /// - Throws: `invalid_ttl`, `invalid_wait`, or `timeout` when someone else computes and `wait` is 0.
+    public mutating func claim(_ key: String, owner: OwnerID, ttl: Double?, wait: Double?, refreshBefore: Double?,
+                               now: Int64) throws(BrokerError) -> (ClaimOutcome, [Wakeup])
+    {
+        let claimTTL = try leaseTTL(ttl ?? 60_000)
+        let waitTime = try waitMilliseconds(wait ?? 0)
+        let refreshWindow = try waitMilliseconds(refreshBefore ?? 0)
+        let lapsed = coordination.expireClaims(now: now)
+        if let value = peek(key, now: now) {
+            if refreshWindow > 0, let item = items[key], item.expiresAt - now <= refreshWindow,
+                let token = coordination.claim(key, owner: owner, ttl: claimTTL, now: now)
+            {
+                return (.refresh(value, version: value.version, token: token), lapsed)
+            }
+            return (.value(value, version: value.version), lapsed)
+        }
+        if let token = coordination.claim(key, owner: owner, ttl: claimTTL, now: now) {
+            return (.claimed(token: token), lapsed)
+        }
+        guard waitTime > 0 else { throw BrokerError(.timeout, "\(key) is being computed by another worker") }
+        let waiter = coordination.waitForKey(key, owner: owner, claimTTL: claimTTL)
+        return (.queued(waiter: waiter, deadline: now + waitTime), lapsed)
+    }
+
+    /// Gives up a claim whose computation failed: the next waiter takes it over.
+    /// - Returns: The waiter that now computes, if any.
+    public mutating func unclaim(_ key: String, token: UInt64, now: Int64) -> [Wakeup] {
+        coordination.unclaim(key, token: token, now: now)
+    }
+
+    /// Arrives at a barrier of `parties`.
+    /// - Returns: The waiter to answer when the barrier fills, and every party woken if this arrival filled it.
+    /// - Throws: `invalid_wait`, or `invalid_request` when the barrier exists with another party count.
+    public mutating func arrive(_ key: String, parties: Int, owner: OwnerID, wait: Double) throws(BrokerError)
+        -> (waiter: UInt64, deadlineIn: Int64, wakeups: [Wakeup])
+    {
+        let wait = try waitMilliseconds(wait)
+        let (waiter, wakeups) = try coordination.arrive(key, parties: parties, owner: owner)
+        return (waiter, wait, wakeups)
+    }
+
+    /// Ends a `wait`, `claim` or `barrier` wait whose deadline passed.
+    /// - Returns: Whether it was still waiting (and must be answered `timeout`).
+    public mutating func cancelWait(_ waiter: UInt64) -> Bool {
+        coordination.cancel(waiter)
+    }
+
+    private func waitMilliseconds(_ wait: Double) throws(BrokerError) -> Int64 {
+        guard wait >= 0, wait <= Double(Self.maxWait) else {
+            throw BrokerError(.invalidWait, "waits must be between 0 and \(Self.maxWait) ms")
+        }
+        return Int64(wait.rounded(.up))
     }
 
     /// Deletes a key; deleting a missing key is not an error.
@@ -126,8 +273,8 @@ public struct Store: Sendable {
     /// Removes every item and lease whose TTL has run out, handing lapsed pool items to their waiters.
     /// - Returns: How many items and original leases were removed, and the waiters granted an item.
     @discardableResult
-    public mutating func sweep(now: Int64) -> (items: Int, leases: Int, regranted: [WaiterGrant]) {
-        (sweepItems(now: now), leases.expire(now: now), pools.expire(now: now))
+    public mutating func sweep(now: Int64) -> (items: Int, leases: Int, regranted: [WaiterGrant], wakeups: [Wakeup]) {
+        (sweepItems(now: now), leases.expire(now: now), pools.expire(now: now), coordination.expireClaims(now: now))
     }
 
     /// Forgets everything (used at shutdown so no secret outlives the broker in memory longer than needed).
@@ -136,6 +283,7 @@ public struct Store: Sendable {
         expiries.removeAll()
         leases = LeaseTable()
         pools = PoolTable()
+        coordination = CoordinationTable()
         approximateBytes = 0
     }
 
@@ -222,8 +370,11 @@ public struct Store: Sendable {
 
     /// Gives back everything `owner` holds and drops its waits: its connection closed.
     /// - Returns: How many leases went back, and the waiters granted them.
-    public mutating func releaseAll(owner: OwnerID, now: Int64) -> (released: Int, regranted: [WaiterGrant]) {
-        pools.releaseAll(owner: owner, now: now)
+    public mutating func releaseAll(owner: OwnerID, now: Int64)
+        -> (released: Int, regranted: [WaiterGrant], wakeups: [Wakeup])
+    {
+        let pooled = pools.releaseAll(owner: owner, now: now)
+        return (pooled.released, pooled.regranted, coordination.ownerGone(owner, now: now))
     }
 
     /// Per-pool figures: capacity, held, waiting, and the run's totals.
@@ -263,11 +414,15 @@ public struct Store: Sendable {
         expiries.push(key, deadline: item.expiresAt, generation: item.generation)
         let liveCount = items.count
         let items = self.items
-        expiries.compactIfNeeded(liveCount: liveCount) { entry in items[entry.id]?.generation == entry.generation }
+        expiries.compactIfNeeded(liveCount: liveCount) { entry in
+            items[entry.id].map { $0.generation == entry.generation && $0.expiresAt == entry.deadline } ?? false
+        }
     }
 
+    /// Whether a queued deadline is still the item's current one (a sliding TTL moves it without a new version).
     private func isLive(_ entry: ExpiryQueue<String>.Entry) -> Bool {
-        items[entry.id]?.generation == entry.generation
+        guard let item = items[entry.id] else { return false }
+        return item.generation == entry.generation && item.expiresAt == entry.deadline
     }
 
     @discardableResult

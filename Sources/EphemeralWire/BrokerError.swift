@@ -59,6 +59,12 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let notHolder = Code(wireName: "not_holder")
         /// The fence is not the item's current grant: the lease lapsed and was granted again.
         public static let staleFence = Code(wireName: "stale_fence")
+        /// A conditional `set` (`ifAbsent`) found the key already there.
+        public static let exists = Code(wireName: "exists")
+        /// A compare-and-set (`ifVersion`) found another version: someone wrote the key meanwhile.
+        public static let versionMismatch = Code(wireName: "version_mismatch")
+        /// `incr` on a value that is not an integer, or that would overflow.
+        public static let notANumber = Code(wireName: "not_a_number")
         /// The request's HMAC was missing, malformed or wrong.
         public static let authFailed = Code(wireName: "auth_failed")
         /// The signed request's timestamp was stale or its nonce was seen before.

@@ -24,6 +24,16 @@ public enum Action: String, Sendable, CaseIterable {
     case definePool = "define_pool"
     /// Extend a pool lease (extension).
     case renew
+    /// Add to an integer counter atomically (extension).
+    case incr
+    /// Wait until a key exists (extension).
+    case wait
+    /// Compute-once: get the value, or the right to compute it (extension).
+    case claim
+    /// Give up a compute-once claim (extension).
+    case unclaim
+    /// Wait until N parties arrive (extension).
+    case barrier
 }
 
 /// A validated command: an action with the members it needs, each of the right type.
@@ -56,6 +66,17 @@ public enum Command: Sendable, Equatable {
     case renewPool(pool: String, index: Int, fence: UInt64, ttl: Double?)
     /// `release` of a pool lease.
     case releasePool(pool: String, index: Int, fence: UInt64)
+    /// `incr` of a counter by `by`; `ttl` in ms for a new counter.
+    case incr(key: String, by: Int64, ttl: Double?)
+    /// `wait` until `key` exists, up to `timeout` ms.
+    case wait(key: String, timeout: Double)
+    /// `claim` of `key` for `ttl` ms, waiting up to `wait` ms for another's computation; with `refreshBefore`, a
+    /// value expiring within that many ms is handed out together with a claim to refresh it.
+    case claim(key: String, ttl: Double?, wait: Double?, refreshBefore: Double?)
+    /// `unclaim` of a claim that failed.
+    case unclaim(key: String, token: UInt64)
+    /// `barrier` arrival: wait until `parties` have arrived, up to `timeout` ms.
+    case barrier(key: String, parties: Int, timeout: Double)
 
     /// The action this command performs.
     public var action: Action {
@@ -72,6 +93,11 @@ public enum Command: Sendable, Equatable {
         case .release, .releasePool: .release
         case .definePool: .definePool
         case .renewPool: .renew
+        case .incr: .incr
+        case .wait: .wait
+        case .claim: .claim
+        case .unclaim: .unclaim
+        case .barrier: .barrier
         }
     }
 }
@@ -86,6 +112,12 @@ public struct SetCommand: Sendable, Equatable {
     public var ttl: Double?
     /// Whether `value` is a JSON string holding base64 of gzip-compressed JSON (the original client's scheme).
     public var compressed: Bool
+    /// Store only if the key does not exist (otherwise `exists`).
+    public var ifAbsent: Bool = false
+    /// Store only if the key's current version is this one (otherwise `version_mismatch`).
+    public var ifVersion: UInt64?
+    /// Delete the value after this many reads.
+    public var maxReads: Int?
 
     /// Creates a `set` command.
     /// - Parameters:
@@ -206,6 +238,21 @@ public struct RequestDecoder: Sendable {
             }
             return ttl
         }
+        func wholeNumber(_ member: JSONScanner.Member, _ name: String, in range: ClosedRange<Double>)
+            throws(BrokerError) -> Double
+        {
+            guard let number = scanner.number(member), number == number.rounded(), range.contains(number) else {
+                throw BrokerError(.invalidRequest, "\(name) must be a whole number from \(Int64(range.lowerBound)) to \(Int64(range.upperBound))")
+            }
+            return number
+        }
+        func milliseconds(_ name: String) throws(BrokerError) -> Double? {
+            guard let member = object.member(name), !scanner.isNull(member) else { return nil }
+            guard let number = scanner.number(member), number.isFinite else {
+                throw BrokerError(.invalidWait, "\(name) must be a number of milliseconds")
+            }
+            return number
+        }
         func nonEmptyString(_ name: String) throws(BrokerError) -> String? {
             guard let member = object.member(name), let value = try scanner.string(member), !value.isEmpty else {
                 return nil
@@ -232,8 +279,41 @@ public struct RequestDecoder: Sendable {
                 }
                 compressed = flag
             }
-            return .set(SetCommand(key: key, value: scanner.compactBytes(valueMember), ttl: try ttl(),
-                                   compressed: compressed))
+            var set = SetCommand(key: key, value: scanner.compactBytes(valueMember), ttl: try ttl(),
+                                 compressed: compressed)
+            if let member = object.member("ifAbsent"), !scanner.isNull(member) {
+                guard let flag = scanner.bool(member) else {
+                    throw BrokerError(.invalidRequest, "ifAbsent must be a boolean")
+                }
+                set.ifAbsent = flag
+            }
+            if let member = object.member("ifVersion"), !scanner.isNull(member) {
+                set.ifVersion = UInt64(try wholeNumber(member, "ifVersion", in: 0...9e15))
+            }
+            if let member = object.member("maxReads"), !scanner.isNull(member) {
+                set.maxReads = Int(try wholeNumber(member, "maxReads", in: 1...1e9))
+            }
+            return .set(set)
+        case .incr:
+            var by: Int64 = 1
+            if let member = object.member("by"), !scanner.isNull(member) {
+                by = Int64(try wholeNumber(member, "by", in: -9e15...9e15))
+            }
+            return .incr(key: try key(), by: by, ttl: try ttl())
+        case .wait:
+            return .wait(key: try key(), timeout: try milliseconds("timeout") ?? 0)
+        case .claim:
+            return .claim(key: try key(), ttl: try ttl(), wait: try milliseconds("wait"),
+                          refreshBefore: try milliseconds("refreshBefore"))
+        case .unclaim:
+            guard let member = object.member("token") else { throw BrokerError(.invalidRequest, "unclaim needs a token") }
+            return .unclaim(key: try key(), token: UInt64(try wholeNumber(member, "token", in: 1...9e15)))
+        case .barrier:
+            guard let member = object.member("parties") else {
+                throw BrokerError(.invalidRequest, "barrier needs parties")
+            }
+            return .barrier(key: try key(), parties: Int(try wholeNumber(member, "parties", in: 1...100_000)),
+                            timeout: try milliseconds("timeout") ?? 0)
         case .definePool:
             guard let pool = try nonEmptyString("pool") else { throw BrokerError(.invalidPool, "pool must be a name") }
             var capacity: Int?

@@ -1,0 +1,107 @@
+import ArgumentParser
+import EphemeralBrokerClient
+import EphemeralWire
+import Foundation
+import Subprocess
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+struct Incr: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Add to an integer counter atomically; print the new value.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The counter's key.") var key: String
+    @Option(help: "How much to add (may be negative).") var by: Int64 = 1
+    @Option(help: "The counter's TTL when it is created (default: the broker's).") var ttl: String?
+
+    func run() async throws {
+        let ttl = try ttlOption(ttl)
+        try await withBrokerErrors {
+            let value = try await client.client().increment(key, by: by, ttl: ttl)
+            FileHandleOutput.standardOutput(client.json ? "{\"value\":\(value)}\n" : "\(value)\n")
+        }
+    }
+}
+
+struct Wait: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Wait until a key has a value; print it.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The key.") var key: String
+    @Option(help: "How long to wait (e.g. 30s).") var timeout: String = "30s"
+
+    func run() async throws {
+        guard let milliseconds = DurationParser.milliseconds(timeout) else {
+            throw ValidationError("invalid duration '\(timeout)' for --timeout")
+        }
+        try await withBrokerErrors {
+            let value = try await client.client().waitJSON(forKey: key, timeout: .milliseconds(milliseconds))
+            FileHandleOutput.standardOutput((client.json ? String(decoding: value, as: UTF8.self) : readable(value)) + "\n")
+        }
+    }
+}
+
+struct Shared: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a value computed once for the whole run: CMD runs only if nobody has computed it yet.",
+        discussion: """
+            The first caller runs CMD and stores its standard output (without the trailing newline) as a string; \
+            every concurrent caller waits for that result instead of running CMD again. If CMD fails, nothing is \
+            stored, this exits with CMD's status, and a waiting caller runs CMD instead.
+            """)
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The key.") var key: String
+    @Option(help: "How long the computed value lives (e.g. 1h).") var ttl: String
+    @Option(help: "How long to wait for another caller's computation.") var wait: String = "120s"
+    @Option(help: "How long CMD may run before another caller may take over.") var computeTimeout: String = "60s"
+    @Argument(parsing: .postTerminator, help: "The command that computes the value, after --.") var command: [String] = []
+
+    func validate() throws {
+        guard !command.isEmpty else { throw ValidationError("missing command: ephemeral-broker shared KEY --ttl 1h -- CMD…") }
+    }
+
+    func run() async throws {
+        guard let ttl = try ttlOption(ttl), let wait = try ttlOption(wait), let computeTimeout = try ttlOption(computeTimeout)
+        else { throw ValidationError("invalid durations") }
+        let broker = try client.client()
+        let command = self.command
+        do {
+            let value: String = try await broker.shared(key, ttl: ttl, computeTimeout: computeTimeout, wait: wait) {
+                try await CommandOutput.capture(command)
+            }
+            FileHandleOutput.standardOutput(value + "\n")
+        } catch let error as CommandOutput.Failed {
+            throw ExitCode(error.status)
+        } catch let error as BrokerError {
+            FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Runs a command and captures its standard output, passing its standard error through.
+enum CommandOutput {
+    struct Failed: Error {
+        var status: Int32
+    }
+
+    static func capture(_ command: [String]) async throws -> String {
+        guard let executable = ExecutableLookup.resolve(command[0], path: currentEnvironment()["PATH"]) else {
+            FileHandleOutput.standardError("ephemeral-broker: command not found: \(command[0])\n")
+            throw Failed(status: 127)
+        }
+        let result = try await Subprocess.run(
+            .path(FilePath(executable)), arguments: Arguments(Array(command.dropFirst())),
+            input: .currentStandardInput, output: .string(limit: 16 << 20), error: .currentStandardError)
+        switch result.terminationStatus {
+        case .exited(0):
+            var text = result.standardOutput ?? ""
+            if text.hasSuffix("\n") { text.removeLast() }
+            return text
+        case .exited(let code): throw Failed(status: Int32(truncatingIfNeeded: code))
+        case .signaled(let signal): throw Failed(status: 128 + Int32(truncatingIfNeeded: signal))
+        }
+    }
+}
