@@ -124,7 +124,9 @@ let package = Package(
         ),
         .testTarget(
             name: "EphemeralBrokerTestingTests",
-            dependencies: ["EphemeralBrokerTesting", "EphemeralBrokerClient", "EphemeralServer", "EphemeralWire"],
+            dependencies: [
+                "EphemeralBrokerTesting", "EphemeralBrokerClient", "EphemeralServer", "EphemeralStore", "EphemeralWire",
+            ],
             swiftSettings: strict
         ),
         .testTarget(

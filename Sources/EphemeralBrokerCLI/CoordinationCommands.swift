@@ -30,11 +30,11 @@ struct Wait: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Wait until a key has a value; print it.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The key.") var key: String
-    @Option(help: "How long to wait (e.g. 30s).") var timeout: String = "30s"
+    @Option(help: "How long to wait for the key (e.g. 30s).") var wait: String = "30s"
 
     func run() async throws {
-        guard let milliseconds = DurationParser.milliseconds(timeout) else {
-            throw ValidationError("invalid duration '\(timeout)' for --timeout")
+        guard let milliseconds = DurationParser.milliseconds(wait) else {
+            throw ValidationError("invalid duration '\(wait)' for --wait")
         }
         try await withBrokerErrors {
             let value = try await client.client().waitJSON(forKey: key, timeout: .milliseconds(milliseconds))

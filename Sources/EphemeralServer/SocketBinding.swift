@@ -141,7 +141,7 @@ struct SocketBinding: Sendable {
 
     /// Whether something accepts connections on `path`.
     static func isLive(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM_VALUE), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM_VALUE) | SOCK_CLOEXEC_VALUE, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_un()
@@ -180,8 +180,10 @@ struct SocketBinding: Sendable {
 
 #if canImport(Glibc)
 private let SOCK_STREAM_VALUE = SOCK_STREAM.rawValue
+private let SOCK_CLOEXEC_VALUE = Int32(SOCK_CLOEXEC.rawValue)
 #else
 private let SOCK_STREAM_VALUE = SOCK_STREAM
+private let SOCK_CLOEXEC_VALUE: Int32 = 0  // Darwin: no SOCK_CLOEXEC; the probe socket lives a moment
 #endif
 
 func errnoText() -> String { String(cString: strerror(errno)) }

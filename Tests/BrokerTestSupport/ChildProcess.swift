@@ -57,8 +57,8 @@ public final class ChildProcess: @unchecked Sendable {
     /// Waits for the process to exit, killing it after `seconds`.
     /// - Returns: The exit status, or 128+N for signal N, as a shell reports it.
     @discardableResult
-    public func wait(seconds: Double = 60) throws -> Int32 {
-        if waitUntil(seconds: seconds, { !isRunning }), let status = reap(block: false) { return status }
+    public func wait(seconds: Double = 60) async throws -> Int32 {
+        if await waitFor(seconds: seconds, { !isRunning }), let status = reap(block: false) { return status }
         kill(pid, SIGKILL)
         _ = reap(block: true)
         throw TestFailure("process did not exit within \(seconds) s; stderr: \(errorOutput)")
@@ -72,8 +72,8 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// The first line of standard output, waiting for it.
-    public func firstLine(seconds: Double = 30) throws -> String {
-        guard waitUntil(seconds: seconds, { output.contains("\n") }) else {
+    public func firstLine(seconds: Double = 30) async throws -> String {
+        guard await waitFor(seconds: seconds, { output.contains("\n") }) else {
             throw TestFailure("no output line; stderr: \(errorOutput)")
         }
         return String(output.split(separator: "\n").first ?? "")

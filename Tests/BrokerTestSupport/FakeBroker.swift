@@ -30,7 +30,7 @@ public final class FakeBroker: @unchecked Sendable {
         path = makeTemporaryDirectory() + "/fake.sock"
         self.answer = answer
         #if canImport(Glibc)
-        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         #else
         listener = socket(AF_UNIX, SOCK_STREAM, 0)
         #endif
@@ -62,7 +62,7 @@ public final class FakeBroker: @unchecked Sendable {
     private func acceptLoop() {
         defer { close(listener) }
         while true {
-            let connection = accept(listener, nil, nil)
+            let connection = acceptClosingOnExec(listener)
             guard connection >= 0 else {
                 if errno == EINTR { continue }
                 return
@@ -109,4 +109,12 @@ public final class FakeBroker: @unchecked Sendable {
             pending.append(contentsOf: chunk[..<count])
         }
     }
+}
+
+/// `accept` whose descriptor is closed on exec, so child processes spawned by other tests do not keep it open.
+func acceptClosingOnExec(_ listener: Int32) -> Int32 {
+    // Glibc's overlay does not export accept4: set the flag right after (a spawn in between is the only window).
+    let descriptor = accept(listener, nil, nil)
+    if descriptor >= 0 { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+    return descriptor
 }

@@ -22,7 +22,7 @@ public final class RawConnection {
     /// Connects to `path`; every read gives up after `timeoutSeconds`.
     public init(path: String, timeoutSeconds: Int = 5) throws {
         #if canImport(Glibc)
-        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         #else
         descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
         #endif
@@ -116,6 +116,18 @@ public func waitUntil(seconds: Double = 10, _ condition: () throws -> Bool) reth
     return try condition()
 }
 
+/// Polls `condition` until it holds or `seconds` pass, sleeping between polls without holding a thread (tests
+/// run on a small shared pool: a blocked thread starves everyone else's tasks).
+/// - Returns: Whether the condition came true in time.
+public func waitFor(seconds: Double = 10, _ condition: () throws -> Bool) async rethrows -> Bool {
+    let deadline = monotonicSeconds() + seconds
+    while monotonicSeconds() < deadline {
+        if try condition() { return true }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+    return try condition()
+}
+
 /// Seconds on a monotonic clock.
 public func monotonicSeconds() -> Double {
     var spec = timespec()
@@ -146,7 +158,7 @@ public func makeTemporaryDirectory() -> String {
 /// Leaves a socket file with nobody listening, as a broker that was SIGKILLed does.
 public func makeStaleSocket(at path: String) throws {
     #if canImport(Glibc)
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     #else
     let fd = socket(AF_UNIX, SOCK_STREAM, 0)
     #endif

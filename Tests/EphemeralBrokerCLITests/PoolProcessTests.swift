@@ -15,7 +15,7 @@ func epochNanoseconds() -> Int64 {
 
 @Suite("Pools across worker processes")
 struct PoolProcessTests {
-    @Test func workersContendingForFewerItemsNeverOverlap() throws {
+    @Test func workersContendingForFewerItemsNeverOverlap() async throws {
         let scratch = makeTemporaryDirectory()
         let log = scratch + "/log"
         // 8 workers, 3 accounts: each records when it starts and stops using its account.
@@ -23,7 +23,7 @@ struct PoolProcessTests {
         let fleet = "for i in 1 2 3 4 5 6 7 8; do \"\(brokerBinary)\" lease accounts --wait 60s -- sh -c '\(worker)' & done; wait"
         try #"[{"user":"a"},{"user":"b"},{"user":"c"}]"#.write(toFile: scratch + "/accounts.json", atomically: true, encoding: .utf8)
         let run = try ChildProcess(brokerBinary, ["run", "--pool", "accounts=\(scratch)/accounts.json", "--", "sh", "-c", fleet])
-        #expect(try run.wait(seconds: 120) == 0, "\(run.errorOutput)")
+        #expect(try await run.wait(seconds: 120) == 0, "\(run.errorOutput)")
         let events = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
         #expect(events.count == 16)
         var holder: [Substring: Int64] = [:]  // index → start of the current tenure
@@ -43,22 +43,22 @@ struct PoolProcessTests {
         #expect(run.errorOutput.contains("peak 3/3 held"))
     }
 
-    @Test func aSIGKILLedHoldersItemGoesToTheNextWaiterAtOnce() throws {
+    @Test func aSIGKILLedHoldersItemGoesToTheNextWaiterAtOnce() async throws {
         let scratch = makeTemporaryDirectory()
         let path = scratch + "/b.sock"
         let server = try ChildProcess(brokerBinary, ["serve", "--socket", path, "--pool", "accounts=1"])
-        #expect(try server.firstLine() == path)
-        defer { server.signal(SIGTERM); _ = try? server.wait() }
+        #expect(try await server.firstLine() == path)
+        defer { server.signal(SIGTERM) }
         let env: [String: String?] = ["EPHEMERAL_PIPE": path]
         let holder = try ChildProcess(brokerBinary, ["lease", "accounts", "--", "sh", "-c", "echo $$ > \(scratch)/child; exec sleep 60"], environment: env)
-        #expect(waitUntil { pathExists(scratch + "/child") })
+        #expect(await waitFor { pathExists(scratch + "/child") })
         let waiter = try ChildProcess(brokerBinary, ["lease", "accounts", "--wait", "30s", "--", "sh", "-c", "date +%s%N"], environment: env)
-        #expect(try waitUntil {
+        #expect(try await waitFor {
             (try RawConnection(path: path).request(#"{"action":"stats"}"#)).contains(#""waiting":1"#)
         })
         let killedAt = epochNanoseconds()
         holder.signal(SIGKILL)
-        #expect(try waiter.wait() == 0, "\(waiter.errorOutput)")
+        #expect(try await waiter.wait() == 0, "\(waiter.errorOutput)")
         let grantedAt = Int64(waiter.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         let milliseconds = Double(grantedAt - killedAt) / 1e6
         print("SIGKILL of the holder → the waiter's command running: \(milliseconds) ms (includes starting sh and date)")
@@ -70,40 +70,40 @@ struct PoolProcessTests {
         #expect(stats.contains(#""releasedByDisconnect":1"#) && stats.contains(#""expired":0"#))
     }
 
-    @Test func leaseCommandStatusesAndEnvironment() throws {
+    @Test func leaseCommandStatusesAndEnvironment() async throws {
         let scratch = makeTemporaryDirectory()
         let path = scratch + "/b.sock"
         let server = try ChildProcess(brokerBinary, ["serve", "--socket", path, "--pool", "one=1"])
-        #expect(try server.firstLine() == path)
-        defer { server.signal(SIGTERM); _ = try? server.wait() }
+        #expect(try await server.firstLine() == path)
+        defer { server.signal(SIGTERM) }
         let env: [String: String?] = ["EPHEMERAL_PIPE": path]
         let status = try ChildProcess(brokerBinary, ["lease", "one", "--", "sh", "-c", "echo $EPHEMERAL_LEASE $EPHEMERAL_LEASE_INDEX $EPHEMERAL_LEASE_FENCE; exit 7"], environment: env)
-        #expect(try status.wait() == 7)
+        #expect(try await status.wait() == 7)
         #expect(status.output == "null 0 1\n")
         let holder = try ChildProcess(brokerBinary, ["lease", "one", "--", "sleep", "30"], environment: env)
         defer { holder.signal(SIGKILL) }
-        #expect(try waitUntil { (try RawConnection(path: path).request(#"{"action":"stats"}"#)).contains(#""held":1"#) })
+        #expect(try await waitFor { (try RawConnection(path: path).request(#"{"action":"stats"}"#)).contains(#""held":1"#) })
         let exhausted = try ChildProcess(brokerBinary, ["lease", "one", "--", "true"], environment: env)
-        #expect(try exhausted.wait() == 75)
+        #expect(try await exhausted.wait() == 75)
         #expect(exhausted.errorOutput.contains("pool_exhausted"))
         let timedOut = try ChildProcess(brokerBinary, ["lease", "one", "--wait", "100ms", "--", "true"], environment: env)
-        #expect(try timedOut.wait() == 75)
+        #expect(try await timedOut.wait() == 75)
         #expect(timedOut.errorOutput.contains("timeout"))
         let unknown = try ChildProcess(brokerBinary, ["lease", "nope", "--", "true"], environment: env)
-        #expect(try unknown.wait() == 1)
+        #expect(try await unknown.wait() == 1)
         #expect(unknown.errorOutput.contains("unknown_pool"))
     }
 
-    @Test func aMalformedItemsFileIsAClearErrorAtStart() throws {
+    @Test func aMalformedItemsFileIsAClearErrorAtStart() async throws {
         let scratch = makeTemporaryDirectory()
         try "{\"not\":\"an array\"}".write(toFile: scratch + "/bad.json", atomically: true, encoding: .utf8)
         let bad = try ChildProcess(brokerBinary, ["run", "--pool", "accounts=\(scratch)/bad.json", "--", "true"])
-        #expect(try bad.wait() == 2)
+        #expect(try await bad.wait() == 2)
         #expect(bad.errorOutput.contains("\(scratch)/bad.json is not a JSON array"))
         let missing = try ChildProcess(brokerBinary, ["run", "--pool", "accounts=\(scratch)/none.json", "--", "true"])
-        #expect(try missing.wait() == 2)
+        #expect(try await missing.wait() == 2)
         #expect(missing.errorOutput.contains("cannot read \(scratch)/none.json"))
         let zero = try ChildProcess(brokerBinary, ["run", "--pool", "accounts=0", "--", "true"])
-        #expect(try zero.wait() == 2)
+        #expect(try await zero.wait() == 2)
     }
 }

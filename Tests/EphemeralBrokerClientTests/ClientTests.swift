@@ -14,11 +14,11 @@ final class ServedBroker {
     let secret: String?
     private(set) var process: ChildProcess
 
-    init(secret: String? = "client-test-secret", arguments: [String] = [], path: String? = nil) throws {
+    init(secret: String? = "client-test-secret", arguments: [String] = [], path: String? = nil) async throws {
         self.path = path ?? makeTemporaryDirectory() + "/b.sock"
         self.secret = secret
         process = try Self.launch(path: self.path, secret: secret, arguments: arguments)
-        guard try process.firstLine() == self.path else { throw TestFailure("serve printed no path") }
+        guard try await process.firstLine() == self.path else { throw TestFailure("serve printed no path") }
     }
 
     static func launch(path: String, secret: String?, arguments: [String]) throws -> ChildProcess {
@@ -29,10 +29,13 @@ final class ServedBroker {
         Client(configuration: ClientConfiguration(socketPath: path, secret: secret ?? self.secret, timeout: timeout))
     }
 
-    func stop() throws {
+    func stop() async throws {
         process.signal(SIGTERM)
-        _ = try process.wait()
+        _ = try await process.wait()
     }
+
+    /// Ends the broker at once (for `defer`, which cannot wait).
+    func kill() { process.signal(SIGKILL) }
 
     deinit { process.signal(SIGKILL) }
 }
@@ -51,8 +54,8 @@ func code(_ body: () async throws -> Void) async -> String? {
 @Suite("Client against the real broker binary")
 struct ClientTests {
     @Test func everyOperationAndError() async throws {
-        let broker = try ServedBroker(arguments: ["--max-items", "5", "--max-value-size", "2000"])
-        defer { try? broker.stop() }
+        let broker = try await ServedBroker(arguments: ["--max-items", "5", "--max-value-size", "2000"])
+        defer { broker.kill() }
         let client = broker.client()
 
         let account = Account(user: "ada", password: "p@ss ✓", tags: ["a", "b"])
@@ -98,8 +101,8 @@ struct ClientTests {
     }
 
     @Test func compressedValuesRoundTripAndAreStoredCompressed() async throws {
-        let broker = try ServedBroker(secret: nil)
-        defer { try? broker.stop() }
+        let broker = try await ServedBroker(secret: nil)
+        defer { broker.kill() }
         let client = broker.client()
         let big = Account(user: String(repeating: "u", count: 3000), password: "p", tags: [])
         try await client.set("big", big, ttl: .seconds(60))
@@ -110,8 +113,8 @@ struct ClientTests {
     }
 
     @Test func aThousandConcurrentCallsOnOneClientAreAnsweredCorrectly() async throws {
-        let broker = try ServedBroker()
-        defer { try? broker.stop() }
+        let broker = try await ServedBroker()
+        defer { broker.kill() }
         let client = broker.client(timeout: .seconds(30))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<1000 {
@@ -133,27 +136,27 @@ struct ClientTests {
         let client = Client(configuration: ClientConfiguration(socketPath: path))
         let ping = Task { try await client.ping() }
         try await Task.sleep(for: .milliseconds(300))  // the scenario itself: the broker comes up late
-        let broker = try ServedBroker(secret: nil, path: path)
-        defer { try? broker.stop() }
+        let broker = try await ServedBroker(secret: nil, path: path)
+        defer { broker.kill() }
         _ = try await ping.value
         #expect(try await client.list().isEmpty)
     }
 
     @Test func aBrokerRestartedUnderALiveClient() async throws {
         let path = makeTemporaryDirectory() + "/restart.sock"
-        var broker = try ServedBroker(path: path)
+        var broker = try await ServedBroker(path: path)
         let client = broker.client()
         try await client.set("before", 1, ttl: .seconds(60))
-        try broker.stop()
-        broker = try ServedBroker(path: path)
-        defer { try? broker.stop() }
+        try await broker.stop()
+        broker = try await ServedBroker(path: path)
+        defer { broker.kill() }
         try await client.ping()
         #expect(await code { _ = try await client.getJSON("before") } == "not_found", "a new broker starts empty")
     }
 
     @Test func theReplayProtectedFormIsWhatTheClientSends() async throws {
-        let broker = try ServedBroker(arguments: ["--require-nonce"])
-        defer { try? broker.stop() }
+        let broker = try await ServedBroker(arguments: ["--require-nonce"])
+        defer { broker.kill() }
         let client = broker.client()
         try await client.set("k", "v", ttl: .seconds(5))
         #expect(try await client.get("k") == "v")

@@ -1,6 +1,7 @@
 import EphemeralBrokerClient
 import EphemeralBrokerTesting
 import EphemeralServer
+import EphemeralStore
 import EphemeralWire
 import Testing
 import XCTest
@@ -84,4 +85,124 @@ final class XCTestLeaseHelperTests: XCTestCase {
         try await client.release(first)
         try await client.release(second)
     }
+}
+
+/// A one-shot gate a test opens when it chooses.
+actor Gate {
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var open = false
+
+    func wait() async {
+        if open { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        open = true
+        for waiter in waiters { waiter.resume() }
+        waiters.removeAll()
+    }
+}
+
+@Suite("Compute once, waits and conditional writes through the Client")
+struct SharedValueTests {
+    func start() async throws -> (Broker, Client, ManualWallClock) {
+        let clock = ManualWallClock()
+        let broker = Broker(configuration: BrokerConfiguration(), clock: clock)
+        let path = try await broker.start()
+        return (broker, Client(configuration: ClientConfiguration(socketPath: path)), clock)
+    }
+
+    @Test func eagerRefreshKeepsReadersServedWhileOneCallerRecomputes() async throws {
+        let (broker, client, clock) = try await start()
+        defer { Task { await broker.shutdown() } }
+        let first = try await client.shared("token", ttl: .seconds(1), refreshBefore: .milliseconds(300)) { "v1" }
+        #expect(first == "v1")
+        clock.advance(by: 800)  // inside the refresh window
+        let gate = Gate()
+        let refreshing = try await client.shared("token", ttl: .seconds(1), refreshBefore: .milliseconds(300)) {
+            await gate.wait()
+            return "v2"
+        }
+        #expect(refreshing == "v1", "the refreshing caller is not kept waiting")
+        for _ in 0..<5 {
+            let reader = try await client.shared("token", ttl: .seconds(1), refreshBefore: .milliseconds(300)) {
+                Issue.record("nobody else computes during the refresh")
+                return "v3"
+            }
+            #expect(reader == "v1")
+        }
+        await gate.release()
+        var latest = ""
+        let refreshed = await waitUntilAsync { latest = (try? await client.get("token", as: String.self)) ?? ""; return latest == "v2" }
+        #expect(refreshed, "the refresh stored its value (last read \(latest))")
+    }
+
+    @Test func aFailedComputationIsNotStoredAndTheNextCallerComputes() async throws {
+        let (broker, client, _) = try await start()
+        defer { Task { await broker.shutdown() } }
+        struct LoginFailed: Error {}
+        await #expect(throws: LoginFailed.self) {
+            _ = try await client.shared("token", ttl: .seconds(60)) { () async throws -> String in throw LoginFailed() }
+        }
+        #expect(try await client.shared("token", ttl: .seconds(60)) { "ok" } == "ok")
+        let tooBig = String(repeating: "x", count: 300_000)
+        do {
+            _ = try await client.shared("huge", ttl: .seconds(60)) { tooBig }
+            Issue.record("a value over the limit must fail")
+        } catch let error as BrokerError {
+            #expect(error.code == .tooLarge)
+        }
+        #expect(try await client.shared("huge", ttl: .seconds(60)) { "small" } == "small", "the failed claim was released")
+    }
+
+    @Test func theValueCanSetItsOwnExpiry() async throws {
+        let (broker, client, clock) = try await start()
+        defer { Task { await broker.shutdown() } }
+        _ = try await client.sharedWithExpiry("jwt") { ("token-exp-5s", Duration.seconds(5)) }
+        clock.advance(by: 4_999)
+        #expect(try await client.get("jwt", as: String.self) == "token-exp-5s")
+        clock.advance(by: 1)
+        await #expect(throws: BrokerError.self) { _ = try await client.get("jwt", as: String.self) }
+    }
+
+    @Test func waitBarrierSetIfAbsentAndCompareAndSet() async throws {
+        let (broker, client, _) = try await start()
+        defer { Task { await broker.shutdown() } }
+        async let waited: Int = client.wait(forKey: "ready", timeout: .seconds(20))
+        try await client.set("ready", 7, ttl: .seconds(60))
+        #expect(try await waited == 7)
+        await #expect(throws: BrokerError.self) { _ = try await client.wait(forKey: "never", timeout: .milliseconds(50), as: Int.self) }
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 { group.addTask { try await client.barrier("seeded", parties: 4, timeout: .seconds(20)) } }
+            try await group.waitForAll()
+        }
+        do {
+            try await client.barrier("lonely", parties: 2, timeout: .milliseconds(50))
+            Issue.record("a barrier nobody else reaches times out")
+        } catch let error as BrokerError {
+            #expect(error.code == .timeout)
+        }
+
+        #expect(try await client.setIfAbsent("owner", "a", ttl: .seconds(60)))
+        #expect(try await !client.setIfAbsent("owner", "b", ttl: .seconds(60)))
+        let read = try await client.getVersioned("owner", as: String.self)
+        #expect(read.value == "a")
+        #expect(try await client.compareAndSet("owner", "c", ttl: .seconds(60), version: read.version) != nil)
+        #expect(try await client.compareAndSet("owner", "d", ttl: .seconds(60), version: read.version) == nil, "stale")
+        #expect(try await client.get("owner", as: String.self) == "c")
+        #expect(try await client.increment("n", by: 2) == 2)
+        await #expect(throws: BrokerError.self) { try await client.increment("owner") }
+    }
+}
+
+/// Polls an async condition until it holds or `seconds` pass.
+func waitUntilAsync(seconds: Double = 10, _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+    return await condition()
 }

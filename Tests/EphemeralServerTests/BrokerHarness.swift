@@ -34,3 +34,8 @@ func errorName(_ line: String) throws -> String? {
     let reply = try json(line)
     return reply["ok"] as? Bool == true ? nil : reply["error"] as? String
 }
+
+/// A reply without its `"version":N` member (the item version every value reply carries).
+func unversioned(_ line: String) -> String {
+    line.replacingOccurrences(of: #",\"version\":[0-9]+"#, with: "", options: .regularExpression)
+}

@@ -18,7 +18,7 @@ struct PoolProtocolTests {
         _ = try holder!.request(#"{"action":"lease","pool":"accounts"}"#)
         let waiter = try harness.connect()
         try waiter.send(#"{"action":"lease","pool":"accounts","wait":30000,"id":"w"}"# + "\n" + #"{"action":"ping","id":"after"}"# + "\n")
-        #expect(try waitUntil {
+        #expect(try await waitFor {
             let stats = try json(try admin.request(#"{"action":"stats"}"#))["stats"] as? [String: Any]
             return ((stats?["pools"] as? [String: Any])?["accounts"] as? [String: Any])?["waiting"] as? Int == 1
         })
@@ -58,7 +58,7 @@ struct PoolProtocolTests {
         _ = try connection.request(#"{"action":"lease","pool":"p"}"#)
         let waiter = try harness.connect()
         try waiter.send(#"{"action":"lease","pool":"p","wait":60000}"# + "\n")
-        #expect(try waitUntil {
+        #expect(try await waitFor {
             let stats = try json(try connection.request(#"{"action":"stats"}"#))["stats"] as? [String: Any]
             return ((stats?["pools"] as? [String: Any])?["p"] as? [String: Any])?["waiting"] as? Int == 1
         })

@@ -17,8 +17,8 @@ struct ProtocolTests {
         #expect(pong["ok"] as? Bool == true)
         #expect((pong["pong"] as? NSNumber)?.int64Value == now)
 
-        #expect(try connection.request(#"{"action":"set","key":"k","value":{"a": [1, "é"]},"ttl":1000}"#) == #"{"ok":true}"#)
-        #expect(try connection.request(#"{"action":"get","key":"k"}"#) == #"{"ok":true,"value":{"a":[1,"é"]},"compressed":false}"#)
+        #expect(try unversioned(try connection.request(#"{"action":"set","key":"k","value":{"a": [1, "é"]},"ttl":1000}"#)) == #"{"ok":true}"#)
+        #expect(try unversioned(try connection.request(#"{"action":"get","key":"k"}"#)) == #"{"ok":true,"value":{"a":[1,"é"]},"compressed":false}"#)
 
         let list = try json(try connection.request(#"{"action":"list"}"#))
         let items = try #require(list["items"] as? [String: [String: Any]])
@@ -50,8 +50,8 @@ struct ProtocolTests {
         #expect(try connection.request(#"{"action":"release","workerId":"w1"}"#) == #"{"ok":true,"released":true}"#)
         #expect(try connection.request(#"{"action":"release","workerId":"w1"}"#) == #"{"ok":true,"released":false}"#)
 
-        #expect(try connection.request(#"{"action":"del","key":"k"}"#) == #"{"ok":true}"#)
-        #expect(try connection.request(#"{"action":"del","key":"k"}"#) == #"{"ok":true}"#)
+        #expect(try unversioned(try connection.request(#"{"action":"del","key":"k"}"#)) == #"{"ok":true}"#)
+        #expect(try unversioned(try connection.request(#"{"action":"del","key":"k"}"#)) == #"{"ok":true}"#)
         #expect(try errorName(try connection.request(#"{"action":"get","key":"k"}"#)) == "not_found")
 
         let metrics = try json(try connection.request(#"{"action":"metrics"}"#))
@@ -100,7 +100,7 @@ struct ProtocolTests {
         }
         _ = try connection.request(#"{"action":"set","key":"second","value":2,"ttl":60000}"#)
         #expect(try errorName(try connection.request(#"{"action":"set","key":"third","value":3,"ttl":60000}"#)) == "max_items")
-        #expect(try connection.request(#"{"action":"get","key":"keep"}"#) == #"{"ok":true,"value":"original","compressed":false}"#)
+        #expect(try unversioned(try connection.request(#"{"action":"get","key":"keep"}"#)) == #"{"ok":true,"value":"original","compressed":false}"#)
         let stats = try json(try connection.request(#"{"action":"stats"}"#))["stats"] as? [String: Any]
         #expect(stats?["items"] as? Int == 2)
         #expect(stats?["leases"] as? Int == 0)
@@ -117,8 +117,8 @@ struct ProtocolTests {
         }
         try connection.send(batch)
         for index in 0..<500 {
-            #expect(try connection.readLine() == #"{"ok":true}"#)
-            #expect(try connection.readLine() == #"{"ok":true,"value":\#(index),"compressed":false}"#)
+            #expect(try unversioned(try connection.readLine()) == #"{"ok":true}"#)
+            #expect(try unversioned(try connection.readLine()) == #"{"ok":true,"value":\#(index),"compressed":false}"#)
         }
     }
 
@@ -128,8 +128,8 @@ struct ProtocolTests {
         let connection = try harness.connect()
         let line = Array((#"{"action":"set","key":"ключ😀","value":"värde 😀","ttl":60000}"# + "\n").utf8)
         for byte in line { try connection.send([byte]) }
-        #expect(try connection.readLine() == #"{"ok":true}"#)
-        #expect(try connection.request(#"{"action":"get","key":"ключ😀"}"#) == #"{"ok":true,"value":"värde 😀","compressed":false}"#)
+        #expect(try unversioned(try connection.readLine()) == #"{"ok":true}"#)
+        #expect(try unversioned(try connection.request(#"{"action":"get","key":"ключ😀"}"#)) == #"{"ok":true,"value":"värde 😀","compressed":false}"#)
     }
 
     @Test func anOversizedLineIsRefusedAndTheConnectionGoesOn() async throws {
@@ -155,11 +155,11 @@ struct ProtocolTests {
             let vanishing = try harness.connect()
             try vanishing.send(#"{"action":"set","key":"k","value":"half"#)
         }
-        #expect(try waitUntil {
+        #expect(try await waitFor {
             let health = try json(try steady.request(#"{"action":"health"}"#))
             return (health["connections"] as? [String: Any])?["open"] as? Int == 1
         })
-        #expect(try steady.request(#"{"action":"get","key":"k"}"#) == #"{"ok":true,"value":1,"compressed":false}"#)
+        #expect(try unversioned(try steady.request(#"{"action":"get","key":"k"}"#)) == #"{"ok":true,"value":1,"compressed":false}"#)
     }
 
     @Test func drainAnswersDrainingThenStopRemovesEverything() async throws {
