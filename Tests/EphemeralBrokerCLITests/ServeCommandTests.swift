@@ -23,6 +23,14 @@ struct ServeCommandTests {
         #expect((try? FileManager.default.contentsOfDirectory(atPath: tmp))?.isEmpty == true)
     }
 
+    @Test func heartbeatsAreLoggedWithCounts() async throws {
+        let server = try ChildProcess(brokerBinary, ["serve", "--heartbeat-interval", "50ms", "--log-format", "json"])
+        _ = try await server.firstLine()
+        defer { server.signal(SIGTERM) }
+        #expect(await waitFor { server.errorOutput.contains(#""message":"heartbeat""#) })
+        #expect(server.errorOutput.contains(#""items":"0""#) && server.errorOutput.contains(#""connections":"#))
+    }
+
     @Test func idleTimeoutShutsDownByItself() async throws {
         let tmp = makeTemporaryDirectory()
         let server = try ChildProcess(brokerBinary, ["serve", "--idle-timeout", "300ms"], environment: ["TMPDIR": tmp])
