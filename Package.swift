@@ -126,6 +126,7 @@ let package = Package(
             name: "EphemeralBrokerTestingTests",
             dependencies: [
                 "EphemeralBrokerTesting", "EphemeralBrokerClient", "EphemeralServer", "EphemeralStore", "EphemeralWire",
+                "BrokerTestSupport",
             ],
             swiftSettings: strict
         ),

@@ -96,9 +96,9 @@ struct BrokerOptions: ParsableArguments {
             }
             return number
         }
-        func boolean(_ flag: Bool, _ variable: String) throws -> Bool {
+        func boolean(_ flag: Bool, _ variable: String, default fallback: Bool = false) throws -> Bool {
             if flag { return true }
-            guard let text = environment[variable], !text.isEmpty else { return false }
+            guard let text = environment[variable], !text.isEmpty else { return fallback }
             switch text.lowercased() {
             case "1", "true", "yes", "on": return true
             case "0", "false", "no", "off": return false
@@ -117,15 +117,7 @@ struct BrokerOptions: ParsableArguments {
         if let size = try integer(maxValueSize, "BROKER_MAX_VALUE_SIZE", flagName: "--max-value-size", minimum: 1) {
             store.maxValueSize = size
         }
-        if noRequireTTL {
-            store.requireTTL = false
-        } else if let text = environment["BROKER_REQUIRE_TTL"], !text.isEmpty {
-            switch text.lowercased() {
-            case "1", "true", "yes", "on": store.requireTTL = true
-            case "0", "false", "no", "off": store.requireTTL = false
-            default: throw ValidationError("invalid value '\(text)' for BROKER_REQUIRE_TTL: expected true or false")
-            }
-        }
+        store.requireTTL = noRequireTTL ? false : try boolean(false, "BROKER_REQUIRE_TTL", default: true)
         store.refreshTTLOnGet = try boolean(refreshTTLOnGet, "BROKER_REFRESH_TTL_ON_GET")
 
         var configuration = BrokerConfiguration(store: store)

@@ -29,24 +29,8 @@ public final class FakeBroker: @unchecked Sendable {
     public init(answer: @escaping @Sendable (String) -> Answer) throws {
         path = makeTemporaryDirectory() + "/fake.sock"
         self.answer = answer
-        #if canImport(Glibc)
-        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        #else
-        listener = socket(AF_UNIX, SOCK_STREAM, 0)
-        #endif
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, listen(listener, 16) == 0 else { throw TestFailure("fake broker cannot listen") }
+        listener = UnixSocket.make()
+        guard UnixSocket.bind(listener, to: path) == 0, listen(listener, 16) == 0 else { throw TestFailure("fake broker cannot listen") }
         let thread = Thread { [self] in acceptLoop() }
         thread.start()
     }

@@ -21,27 +21,11 @@ public final class RawConnection {
 
     /// Connects to `path`; every read gives up after `timeoutSeconds`.
     public init(path: String, timeoutSeconds: Int = 5) throws {
-        #if canImport(Glibc)
-        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        #else
-        descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
-        #endif
+        descriptor = UnixSocket.make()
         guard descriptor >= 0 else { throw TestFailure("socket() failed") }  // deinit skips -1
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard result == 0 else {
+        guard UnixSocket.connect(descriptor, to: path) == 0 else {
             let code = errno
             // deinit runs for an initializer that throws once every property is set: close exactly once, there.
             throw TestFailure("connect(\(path)) failed: errno \(code)")
@@ -128,6 +112,17 @@ public func waitFor(seconds: Double = 10, _ condition: () throws -> Bool) async 
     return try condition()
 }
 
+/// Polls an async condition until it holds or `seconds` pass.
+/// - Returns: Whether the condition came true in time.
+public func waitUntilAsync(seconds: Double = 10, _ condition: () async -> Bool) async -> Bool {
+    let deadline = monotonicSeconds() + seconds
+    while monotonicSeconds() < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+    return await condition()
+}
+
 /// Seconds on a monotonic clock.
 public func monotonicSeconds() -> Double {
     var spec = timespec()
@@ -157,21 +152,8 @@ public func makeTemporaryDirectory() -> String {
 
 /// Leaves a socket file with nobody listening, as a broker that was SIGKILLed does.
 public func makeStaleSocket(at path: String) throws {
-    #if canImport(Glibc)
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    #else
-    let fd = socket(AF_UNIX, SOCK_STREAM, 0)
-    #endif
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        raw.copyBytes(from: bytes)
-        raw[bytes.count] = 0
-    }
-    let result = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
+    let fd = UnixSocket.make()
+    let result = UnixSocket.bind(fd, to: path)
     close(fd)
     guard result == 0 else { throw TestFailure("bind(\(path)) failed: errno \(errno)") }
 }

@@ -257,13 +257,3 @@ final class Counter: @unchecked Sendable {
         return value - 1
     }
 }
-
-/// Polls an async condition until it holds or `seconds` pass.
-func waitUntilAsync(seconds: Double = 10, _ condition: () async -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-    return await condition()
-}

@@ -1,3 +1,4 @@
+import BrokerTestSupport
 import EphemeralBrokerClient
 import EphemeralBrokerTesting
 import EphemeralServer
@@ -195,14 +196,4 @@ struct SharedValueTests {
         #expect(try await client.increment("n", by: 2) == 2)
         await #expect(throws: BrokerError.self) { try await client.increment("owner") }
     }
-}
-
-/// Polls an async condition until it holds or `seconds` pass.
-func waitUntilAsync(seconds: Double = 10, _ condition: () async -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-    return await condition()
 }

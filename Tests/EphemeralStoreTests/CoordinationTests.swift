@@ -6,10 +6,6 @@ import Testing
 struct CoordinationTests {
     let t0: Int64 = 50_000
 
-    func code(_ body: () throws -> Void) -> String? {
-        do { try body() } catch let error as BrokerError { return error.code.wireName } catch { return "\(error)" }
-        return nil
-    }
 
     func set(_ store: inout Store, _ key: String, _ json: String, ifAbsent: Bool = false, ifVersion: UInt64? = nil,
              maxReads: Int? = nil) throws -> Store.SetResult

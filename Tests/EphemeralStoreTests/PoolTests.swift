@@ -6,10 +6,6 @@ import Testing
 struct PoolTests {
     let t0: Int64 = 10_000
 
-    func code(_ body: () throws -> Void) -> String? {
-        do { try body() } catch let error as BrokerError { return error.code.wireName } catch { return "\(error)" }
-        return nil
-    }
 
     func granted(_ outcome: (PoolLeaseOutcome, [WaiterGrant])) -> PoolGrant? {
         if case .granted(let grant) = outcome.0 { return grant }

@@ -12,10 +12,6 @@ struct StoreTests {
         try store.set(SetCommand(key: key, value: Array(value.utf8), ttl: ttl), now: now)
     }
 
-    func code(_ body: () throws -> Void) -> String? {
-        do { try body() } catch let error as BrokerError { return error.code.wireName } catch { return "\(error)" }
-        return nil
-    }
 
     @Test func ttlExpiryIsReportedOnceThenNotFound() throws {
         var store = Store()
@@ -125,10 +121,6 @@ struct StoreTests {
 struct OriginalLeaseTests {
     let t0: Int64 = 5_000
 
-    func code(_ body: () throws -> Void) -> String? {
-        do { try body() } catch let error as BrokerError { return error.code.wireName } catch { return "\(error)" }
-        return nil
-    }
 
     @Test func lowestFreeIntegerRenewAndRelease() throws {
         var store = Store()
@@ -170,10 +162,6 @@ struct OriginalLeaseTests {
 
 @Suite("Replay guard")
 struct ReplayGuardTests {
-    func code(_ body: () throws -> Void) -> String? {
-        do { try body() } catch let error as BrokerError { return error.code.wireName } catch { return "\(error)" }
-        return nil
-    }
 
     @Test func refusesRepeatsAndStaleTimestampsAndForgetsOldNonces() {
         var guardian = ReplayGuard(window: 1000)

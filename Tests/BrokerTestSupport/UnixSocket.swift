@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The raw Unix-socket calls the test doubles share.
+enum UnixSocket {
+    /// A new stream socket that child processes do not inherit.
+    static func make() -> Int32 {
+        #if canImport(Glibc)
+        return socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        #else
+        let descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
+        if descriptor >= 0 { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+        return descriptor
+        #endif
+    }
+
+    /// `connect` to `path`; returns 0 or -1 with `errno` set.
+    static func connect(_ descriptor: Int32, to path: String) -> Int32 {
+        withAddress(path) { address, length in
+            #if canImport(Glibc)
+            Glibc.connect(descriptor, address, length)
+            #else
+            Darwin.connect(descriptor, address, length)
+            #endif
+        }
+    }
+
+    /// `bind` to `path`; returns 0 or -1 with `errno` set.
+    static func bind(_ descriptor: Int32, to path: String) -> Int32 {
+        withAddress(path) { address, length in
+            #if canImport(Glibc)
+            Glibc.bind(descriptor, address, length)
+            #else
+            Darwin.bind(descriptor, address, length)
+            #endif
+        }
+    }
+
+    private static func withAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            errno = ENAMETOOLONG
+            return -1
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+    }
+}
