@@ -6,6 +6,9 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// The benchmark executables build only when asked (`EPHEMERAL_BENCHMARKS=1`), so tests never pay for them.
+let benchmarks = Context.environment["EPHEMERAL_BENCHMARKS"] != nil
+
 let package = Package(
     name: "EphemeralBroker",
     platforms: [.macOS(.v15)],
@@ -137,3 +140,18 @@ let package = Package(
         ),
     ]
 )
+
+if benchmarks {
+    package.products += [
+        .executable(name: "eb-loadgen", targets: ["LoadGenerator"]),
+        .executable(name: "eb-floor", targets: ["FloorServer"]),
+    ]
+    package.targets += [
+        .executableTarget(
+            name: "LoadGenerator", dependencies: ["EphemeralWire"], path: "Benchmarks/LoadGenerator"),
+        .executableTarget(
+            name: "FloorServer",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Benchmarks/FloorServer"),
+    ]
+}

@@ -1,0 +1,237 @@
+// A closed-loop load generator that speaks the broker's wire format (or Redis's RESP) over raw Unix sockets, one
+// blocking connection per thread, so it measures the server, not a client library.
+//
+//   eb-loadgen --socket PATH --workload ping|get|set|lease|mixed --connections N --seconds S
+//              [--protocol wire|resp] [--secret S] [--value-size 100] [--prefill 1000]
+// Prints one JSON line: ops, ops/s, p50/p99/p99.9 latency in microseconds.
+import EphemeralWire
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Options {
+    var socket = ""
+    var workload = "ping"
+    var connections = 1
+    var seconds = 2.0
+    var resp = false
+    var secret: String?
+    var valueSize = 100
+    var prefill = 1000
+
+    init(_ arguments: [String]) {
+        var iterator = arguments.dropFirst().makeIterator()
+        while let flag = iterator.next() {
+            let value = iterator.next() ?? ""
+            switch flag {
+            case "--socket": socket = value
+            case "--workload": workload = value
+            case "--connections": connections = Int(value) ?? 1
+            case "--seconds": seconds = Double(value) ?? 2
+            case "--protocol": resp = value == "resp"
+            case "--secret": secret = value
+            case "--value-size": valueSize = Int(value) ?? 100
+            case "--prefill": prefill = Int(value) ?? 1000
+            default: fatalError("unknown flag \(flag)")
+            }
+        }
+    }
+}
+
+func nanoseconds() -> UInt64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+}
+
+/// One blocking connection.
+final class Connection {
+    let fd: Int32
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var start = 0
+    var end = 0
+
+    init(path: String) {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        precondition(result == 0, "cannot connect to \(path)")
+    }
+
+    func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+            precondition(written > 0, "write failed")
+            offset += written
+        }
+    }
+
+    private func fill() {
+        if start == end { start = 0; end = 0 }
+        if end == buffer.count {  // compact
+            buffer.replaceSubrange(0..<(end - start), with: buffer[start..<end])
+            end -= start
+            start = 0
+        }
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + end, $0.count - end) }
+        precondition(count > 0, "the server closed the connection")
+        end += count
+    }
+
+    /// Reads one `\n`-terminated line; returns whether it is a success (`{"ok":true` or `+`/`$`).
+    func readLine() -> [UInt8] {
+        while true {
+            if let newline = buffer[start..<end].firstIndex(of: UInt8(ascii: "\n")) {
+                let line = Array(buffer[start..<newline])
+                start = newline + 1
+                return line
+            }
+            fill()
+        }
+    }
+
+    /// Reads one RESP reply (simple string, error, integer or bulk string).
+    func readRESP() -> [UInt8] {
+        let header = readLine()
+        guard header.first == UInt8(ascii: "$"), let length = Int(String(decoding: header.dropFirst().dropLast(), as: UTF8.self)),
+            length >= 0
+        else { return header }
+        while end - start < length + 2 { fill() }
+        let body = Array(buffer[start..<(start + length)])
+        start += length + 2
+        return body
+    }
+}
+
+struct Workload {
+    let options: Options
+    let signer: FrameSigner?
+    let value: String
+
+    init(options: Options) {
+        self.options = options
+        signer = options.secret.map(FrameSigner.init(secret:))
+        value = String(repeating: "v", count: max(0, options.valueSize - 2))
+    }
+
+    func wire(_ json: String) -> [UInt8] {
+        guard let signer else { return Array((json + "\n").utf8) }
+        let mac = Array(json.utf8).withUnsafeBytes { signer.hexMAC($0) }
+        return Array((String(json.dropLast()) + #","hmac":""# + mac + "\"}\n").utf8)
+    }
+
+    func resp(_ parts: [String]) -> [UInt8] {
+        var text = "*\(parts.count)\r\n"
+        for part in parts { text += "$\(part.utf8.count)\r\n\(part)\r\n" }
+        return Array(text.utf8)
+    }
+
+    /// The requests of one operation (a lease cycle is two), for connection `id` and key number `n`.
+    func requests(connection id: Int, key n: Int, step: Int) -> [[UInt8]] {
+        var kind = options.workload
+        if kind == "mixed" { kind = step % 10 < 8 ? "get" : (step % 10 == 8 ? "set" : "ping") }
+        let key = "key-\(n)"
+        switch (kind, options.resp) {
+        case ("ping", false): return [wire(#"{"action":"ping"}"#)]
+        case ("get", false): return [wire(#"{"action":"get","key":"\#(key)"}"#)]
+        case ("set", false): return [wire(#"{"action":"set","key":"\#(key)","value":"\#(value)","ttl":600000}"#)]
+        case ("lease", false):
+            return [wire(#"{"action":"lease","key":"bench","workerId":"w\#(id)"}"#),
+                    wire(#"{"action":"release","workerId":"w\#(id)"}"#)]
+        case ("ping", true): return [resp(["PING"])]
+        case ("get", true): return [resp(["GET", key])]
+        case ("set", true): return [resp(["SET", key, "\"\(value)\""])]
+        default: fatalError("workload \(kind) over \(options.resp ? "resp" : "wire") is not supported")
+        }
+    }
+}
+
+let options = Options(CommandLine.arguments)
+let workload = Workload(options: options)
+
+// `--workload fill --prefill N`: set N new keys over one connection; report the rate over the first and last tenth.
+if options.workload == "fill" {
+    let connection = Connection(path: options.socket)
+    let setter = Workload(options: { var o = options; o.workload = "set"; return o }())
+    let tenth = max(1, options.prefill / 10)
+    var marks: [UInt64] = [nanoseconds()]
+    for n in 0..<options.prefill {
+        for request in setter.requests(connection: 0, key: n, step: 0) {
+            connection.send(request)
+            let reply = connection.readLine()
+            precondition(reply.starts(with: Array(#"{"ok":true"#.utf8)), String(decoding: reply, as: UTF8.self))
+        }
+        if (n + 1) % tenth == 0 { marks.append(nanoseconds()) }
+    }
+    let first = Double(tenth) / (Double(marks[1] - marks[0]) / 1e9)
+    let last = Double(tenth) / (Double(marks[marks.count - 1] - marks[marks.count - 2]) / 1e9)
+    print(#"{"items":\#(options.prefill),"firstTenthPerSec":\#(Int(first)),"lastTenthPerSec":\#(Int(last))}"#)
+    exit(0)
+}
+let keys = max(1, options.prefill)
+if options.workload == "get" || options.workload == "mixed" {
+    let connection = Connection(path: options.socket)
+    let base = Workload(options: { var o = options; o.workload = "set"; return o }())
+    for n in 0..<keys {
+        for request in base.requests(connection: 0, key: n, step: 0) {
+            connection.send(request)
+            _ = options.resp ? connection.readRESP() : connection.readLine()
+        }
+    }
+}
+
+final class Results: @unchecked Sendable {
+    let lock = NSLock()
+    var latencies: [UInt64] = []
+    var failures = 0
+}
+let results = Results()
+let deadline = nanoseconds() + UInt64(options.seconds * 1e9)
+let ready = DispatchGroup()
+for id in 0..<options.connections {
+    ready.enter()
+    Thread {
+        let connection = Connection(path: options.socket)
+        var local: [UInt64] = []
+        local.reserveCapacity(200_000)
+        var failures = 0
+        var step = id
+        while nanoseconds() < deadline {
+            let requests = workload.requests(connection: id, key: step % keys, step: step)
+            let begin = nanoseconds()
+            for request in requests {
+                connection.send(request)
+                let reply = options.resp ? connection.readRESP() : connection.readLine()
+                if !options.resp, !reply.starts(with: Array(#"{"ok":true"#.utf8)) { failures += 1 }
+            }
+            local.append(nanoseconds() - begin)
+            step += 1
+        }
+        results.lock.lock()
+        results.latencies += local
+        results.failures += failures
+        results.lock.unlock()
+        ready.leave()
+    }.start()
+}
+ready.wait()
+let sorted = results.latencies.sorted()
+func percentile(_ p: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
+}
+let ops = sorted.count
+print(#"{"ops":\#(ops),"opsPerSec":\#(Int(Double(ops) / options.seconds)),"p50us":\#(percentile(0.5)),"p99us":\#(percentile(0.99)),"p999us":\#(percentile(0.999)),"failures":\#(results.failures)}"#)

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One side-by-side run: the floor, our broker and Redis on the same machine, same generator, same moment.
+# Prints Markdown tables for BENCHMARKS.md. Takes about 5 minutes plus a release build.
+#   bash Benchmarks/run.sh > /tmp/bench.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+EPHEMERAL_BENCHMARKS=1 swift build -c release --scratch-path .build-release >&2
+bin=.build-release/release
+seconds=${SECONDS_PER_POINT:-2}
+runs=${RUNS:-3}
+dir=$(mktemp -d /tmp/ebbench-XXXXXX)
+tick=$(getconf CLK_TCK)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$dir"; }
+trap cleanup EXIT
+
+await_socket() { for _ in $(seq 500); do [ -S "$1" ] && return 0; sleep 0.01; done; echo "no socket $1" >&2; exit 1; }
+"$bin/eb-floor" "$dir/floor.sock" >/dev/null & pids+=($!); floor=$!
+"$bin/ephemeral-broker" serve --socket "$dir/broker.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); broker=$!
+BROKER_SECRET=bench-secret "$bin/ephemeral-broker" serve --socket "$dir/signed.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); signed=$!
+redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile /dev/null & pids+=($!); redis=$!
+for s in floor broker signed redis; do await_socket "$dir/$s.sock"; done
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# point TARGET PID SOCKET WORKLOAD CONNECTIONS [loadgen flags…] → "ops/s p50 p99 p99.9 cpu-µs/op" (median of runs by ops/s)
+point() {
+    local pid=$2 socket=$3 workload=$4 connections=$5; shift 5
+    for _ in $(seq "$runs"); do
+        local before after line ops
+        before=$(cpu "$pid")
+        line=$("$bin/eb-loadgen" --socket "$socket" --workload "$workload" --connections "$connections" --seconds "$seconds" "$@")
+        after=$(cpu "$pid")
+        ops=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ops"])' "$line")
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); cpu=(float(sys.argv[2])/float(sys.argv[3]))/max(1,r["ops"])*1e6; print(r["opsPerSec"], r["p50us"], r["p99us"], r["p999us"], round(cpu,2), r["failures"])' "$line" "$((after - before))" "$tick"
+    done | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)'
+}
+
+echo "| workload | conns | target | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op |"
+echo "|---|---|---|---|---|---|---|---|"
+for workload in ping get set; do
+    for connections in 1 8 32; do
+        for target in floor broker redis; do
+            case $target in
+                floor) result=$(point floor "$floor" "$dir/floor.sock" "$workload" "$connections") ;;
+                broker) result=$(point broker "$broker" "$dir/broker.sock" "$workload" "$connections") ;;
+                redis) result=$(point redis "$redis" "$dir/redis.sock" "$workload" "$connections" --protocol resp) ;;
+            esac
+            read -r rate p50 p99 p999 cpu failures <<<"$result"
+            echo "| $workload | $connections | $target | $rate | $p50 | $p99 | $p999 | $cpu |"
+        done
+    done
+done
+for target in floor broker; do
+    pid=$floor; [ $target = broker ] && pid=$broker
+    read -r rate p50 p99 p999 cpu failures <<<"$(point $target "$pid" "$dir/$target.sock" lease 16)"
+    echo "| lease+release | 16 | $target | $rate | $p50 | $p99 | $p999 | $cpu |"
+done
+for target in broker signed; do
+    pid=$broker; [ $target = signed ] && pid=$signed
+    flags=(); [ $target = signed ] && flags=(--secret bench-secret)
+    read -r rate p50 p99 p999 cpu failures <<<"$(point $target "$pid" "$dir/$target.sock" set 8 "${flags[@]}")"
+    echo "| set ($target) | 8 | broker | $rate | $p50 | $p99 | $p999 | $cpu |"
+done
+read -r rate p50 p99 p999 cpu failures <<<"$(point broker "$broker" "$dir/broker.sock" mixed 8)"
+echo "| mixed 80/10/10 get/set/ping | 8 | broker | $rate | $p50 | $p99 | $p999 | $cpu |"
+
+echo
+echo "redis-benchmark cross-check (8 connections, 100,000 requests):"
+echo '```'
+redis-benchmark -s "$dir/redis.sock" -t ping,get,set -c 8 -n 100000 -d 100 -q 2>/dev/null | tr '\r' '\n' | grep 'requests per second' 
+echo '```'
+
+echo
+echo "| memory and fill | figure |"
+echo "|---|---|"
+"$bin/ephemeral-broker" serve --socket "$dir/mem.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); mem=$!
+await_socket "$dir/mem.sock"
+rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
+base=$(rss $mem)
+fill10=$("$bin/eb-loadgen" --socket "$dir/mem.sock" --workload fill --prefill 10000)
+after10=$(rss $mem)
+echo "| RSS empty | $base B |"
+echo "| RSS after 10,000 × 100-byte values | $after10 B ($(( (after10 - base) / 10000 )) B/item) |"
+"$bin/ephemeral-broker" serve --socket "$dir/mem2.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); mem2=$!
+await_socket "$dir/mem2.sock"
+base2=$(rss $mem2)
+fill100=$("$bin/eb-loadgen" --socket "$dir/mem2.sock" --workload fill --prefill 100000)
+after100=$(rss $mem2)
+echo "| RSS after 100,000 × 100-byte values | $after100 B ($(( (after100 - base2) / 100000 )) B/item) |"
+echo "| fill rate, first vs last tenth of 10,000 | $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["firstTenthPerSec"], "/s vs", r["lastTenthPerSec"], "/s")' "$fill10") |"
+echo "| fill rate, first vs last tenth of 100,000 | $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["firstTenthPerSec"], "/s vs", r["lastTenthPerSec"], "/s")' "$fill100") |"
+
+median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
+plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
+wrapped=$(for _ in $(seq 20); do s=$(date +%s%N); "$bin/ephemeral-broker" run -- true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
+echo "| \`/bin/true\`, median of 20 | $plain ms |"
+echo "| \`ephemeral-broker run -- true\`, median of 20 | $wrapped ms |"
