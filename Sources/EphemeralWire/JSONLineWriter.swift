@@ -10,8 +10,10 @@ import NIOCore
 public struct JSONLineWriter {
     private var buffer: ByteBuffer
     private let start: Int
-    /// Whether the object being written already has a member, per nesting level.
-    private var hasMember: [Bool] = [false]
+    /// Whether the object being written already has a member, one bit per nesting level (no allocation per reply).
+    private var hasMember: UInt64 = 0
+    /// How deeply nested the object being written is (0: the reply itself).
+    private var depth = 0
 
     private init(buffer: ByteBuffer) {
         self.buffer = buffer
@@ -44,7 +46,7 @@ public struct JSONLineWriter {
     /// - Parameter signer: Signs the request when given.
     /// - Returns: The request line, ending in `\n`.
     public mutating func finishRequest(signer: FrameSigner?) -> ByteBuffer {
-        precondition(hasMember.count == 1, "unclosed nested object")
+        precondition(depth == 0, "unclosed nested object")
         if let signer {
             let mac = buffer.withUnsafeReadableBytes { bytes in
                 let text = UnsafeRawBufferPointer(rebasing: bytes[(start - buffer.readerIndex)...])
@@ -71,8 +73,9 @@ public struct JSONLineWriter {
     }
 
     private mutating func name(_ name: String) {
-        if hasMember[hasMember.count - 1] { buffer.writeStaticString(",") }
-        hasMember[hasMember.count - 1] = true
+        let bit: UInt64 = 1 << UInt64(depth)
+        if hasMember & bit != 0 { buffer.writeStaticString(",") }
+        hasMember |= bit
         buffer.writeJSONString(name)
         buffer.writeStaticString(":")
     }
@@ -111,13 +114,15 @@ public struct JSONLineWriter {
     public mutating func beginObject(_ name: String) {
         self.name(name)
         buffer.writeStaticString("{")
-        hasMember.append(false)
+        depth += 1
+        precondition(depth < 64, "nesting too deep for a reply")
+        hasMember &= ~(1 << UInt64(depth))
     }
 
     /// Closes the innermost nested object.
     public mutating func endObject() {
-        precondition(hasMember.count > 1, "endObject without beginObject")
-        hasMember.removeLast()
+        precondition(depth > 0, "endObject without beginObject")
+        depth -= 1
         buffer.writeStaticString("}")
     }
 
@@ -130,7 +135,7 @@ public struct JSONLineWriter {
     ///   - nonce: The request's nonce (empty when it had none).
     /// - Returns: The reply line, ending in `\n`.
     public mutating func finish(signer: FrameSigner?, nonce: String?) -> ByteBuffer {
-        precondition(hasMember.count == 1, "unclosed nested object")
+        precondition(depth == 0, "unclosed nested object")
         if let signer {
             let mac = buffer.withUnsafeReadableBytes { bytes in
                 let reply = UnsafeRawBufferPointer(rebasing: bytes[(start - buffer.readerIndex)...])
