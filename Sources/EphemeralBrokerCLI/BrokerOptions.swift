@@ -17,6 +17,9 @@ struct BrokerOptions: ParsableArguments {
     @Option(help: "Maximum value size in bytes. Env: BROKER_MAX_VALUE_SIZE.")
     var maxValueSize: String?
 
+    @Option(help: "Maximum client connections at once (default 1024). Env: BROKER_MAX_CONNECTIONS.")
+    var maxConnections: String?
+
     @Option(help: "HMAC secret; prefer the BROKER_SECRET environment variable, which ps cannot show.")
     var secret: String?
 
@@ -123,6 +126,11 @@ struct BrokerOptions: ParsableArguments {
         var configuration = BrokerConfiguration(store: store)
         if let size = try integer(maxRequestSize, "BROKER_MAX_REQUEST_SIZE", flagName: "--max-request-size", minimum: 1) {
             configuration.maxRequestSize = size
+        }
+        if let connections = try integer(maxConnections, "BROKER_MAX_CONNECTIONS", flagName: "--max-connections",
+                                         minimum: 1)
+        {
+            configuration.maxConnections = connections
         }
         if let sweep = try duration(sweeperInterval, "BROKER_SWEEPER_INTERVAL", flagName: "--sweeper-interval") {
             guard sweep > 0 else { throw ValidationError("the sweeper interval must be positive") }

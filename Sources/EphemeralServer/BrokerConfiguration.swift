@@ -19,6 +19,9 @@ public struct BrokerConfiguration: Sendable {
     public var store: StoreConfiguration
     /// The longest request line in bytes. Default 1 MiB.
     public var maxRequestSize: Int
+    /// The most client connections served at once; one more is answered `too_many_connections` and closed.
+    /// Default 1,024.
+    public var maxConnections: Int
     /// The HMAC secret; every request must be signed when set. Default none.
     public var secret: String?
     /// Refuse signed requests that carry no `ts` and `nonce` (turns off the original client's unsigned-replay
@@ -42,6 +45,7 @@ public struct BrokerConfiguration: Sendable {
     ///   - socket: Default ``SocketLocation/privateDirectory(pipeId:)`` with a random ID.
     ///   - store: Default ``StoreConfiguration/init(defaultTTL:requireTTL:refreshTTLOnGet:maxItems:maxValueSize:)``.
     ///   - maxRequestSize: Bytes; default 1,048,576.
+    ///   - maxConnections: Default 1,024.
     ///   - secret: Default `nil` (no signing).
     ///   - requireNonce: Default `false`.
     ///   - replayWindow: Milliseconds; default 30,000.
@@ -51,7 +55,7 @@ public struct BrokerConfiguration: Sendable {
     ///   - drainTimeout: Milliseconds; default 5,000.
     ///   - logger: Default `Logger(label: "ephemeral-broker")`.
     public init(socket: SocketLocation = .privateDirectory(), store: StoreConfiguration = StoreConfiguration(),
-                maxRequestSize: Int = 1_048_576, secret: String? = nil, requireNonce: Bool = false,
+                maxRequestSize: Int = 1_048_576, maxConnections: Int = 1024, secret: String? = nil, requireNonce: Bool = false,
                 replayWindow: Int64 = 30_000, sweeperInterval: Int64 = 30_000, idleTimeout: Int64? = nil,
                 heartbeatInterval: Int64? = nil, drainTimeout: Int64 = 5_000,
                 logger: Logger = Logger(label: "ephemeral-broker"))
@@ -59,6 +63,7 @@ public struct BrokerConfiguration: Sendable {
         self.socket = socket
         self.store = store
         self.maxRequestSize = maxRequestSize
+        self.maxConnections = maxConnections
         self.secret = secret
         self.requireNonce = requireNonce
         self.replayWindow = replayWindow

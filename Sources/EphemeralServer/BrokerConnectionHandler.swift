@@ -16,8 +16,10 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     private let core: BrokerCore
     private var pendingRead = false
     private var context: ChannelHandlerContext?
+    /// The connection's identity as an owner of leases; `nil` for a connection refused at the cap.
+    private(set) var admitted: OwnerID?
     /// The connection's identity as an owner of leases.
-    private(set) var owner: OwnerID = 0
+    var owner: OwnerID { admitted ?? 0 }
     /// Replies not yet written because an earlier request's reply is still pending: replies keep request order.
     private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
     private var nextSequence: UInt64 = 0
@@ -33,18 +35,25 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        owner = core.connectionOpened(self)
+        admitted = core.connectionOpened(self)
+        guard admitted != nil else {
+            context.writeAndFlush(wrapOutboundOut(core.refusal(allocator: context.channel.allocator))).whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        core.connectionClosed(owner)
+        if let admitted { core.connectionClosed(admitted) }
         held.removeAll()
         self.context = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard admitted != nil else { return }
         nextSequence += 1
         let sequence = nextSequence
         let reply = core.respond(to: unwrapInboundIn(data), allocator: context.channel.allocator, connection: self,

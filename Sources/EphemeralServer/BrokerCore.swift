@@ -66,9 +66,14 @@ final class BrokerCore {
     private var pendingWaits: [WaitKey: PendingWait] = [:]
     var eventLoop: (any EventLoop)?
 
-    /// Registers a new connection.
-    /// - Returns: Its owner ID: what it leases belongs to it.
-    func connectionOpened(_ connection: BrokerConnectionHandler) -> OwnerID {
+    /// Registers a new connection, unless the broker already serves `maxConnections`.
+    /// - Returns: Its owner ID (what it leases belongs to it), or `nil` when it must be refused.
+    func connectionOpened(_ connection: BrokerConnectionHandler) -> OwnerID? {
+        guard openConnections < configuration.maxConnections else {
+            logger.warning("refused a connection: the broker serves its maximum",
+                           metadata: ["max_connections": "\(configuration.maxConnections)"])
+            return nil
+        }
         nextOwner += 1
         connections[nextOwner] = connection
         openConnections += 1
@@ -89,6 +94,14 @@ final class BrokerCore {
         }
         deliver(outcome.regranted)
         deliver(outcome.wakeups)
+    }
+
+    /// The line a refused connection gets before it is closed.
+    func refusal(allocator: ByteBufferAllocator) -> ByteBuffer {
+        var reply = JSONLineWriter.error(
+            BrokerError(.tooManyConnections, "the broker serves its maximum of \(configuration.maxConnections)"),
+            into: allocator.buffer(capacity: 96))
+        return reply.finish(signer: nil, nonce: nil)
     }
 
     /// Answers one frame with one reply line, or `nil` when the reply comes later through the route.

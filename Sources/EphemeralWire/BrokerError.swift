@@ -69,6 +69,8 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let authFailed = Code(wireName: "auth_failed")
         /// The signed request's timestamp was stale or its nonce was seen before.
         public static let replayed = Code(wireName: "replayed")
+        /// The broker already serves its maximum number of connections; this one is closed.
+        public static let tooManyConnections = Code(wireName: "too_many_connections")
         /// The broker is shutting down and takes no new requests.
         public static let draining = Code(wireName: "draining")
 

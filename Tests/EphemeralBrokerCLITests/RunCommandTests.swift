@@ -132,3 +132,24 @@ struct NodeCompatibilityTests {
         #expect(child.output.contains("leases=0"))
     }
 }
+
+@Suite("Secrets stay out of logs, replies and arguments")
+struct SecretLeakTests {
+    @Test func theSecretAppearsNowhereButTheEnvironment() async throws {
+        let secret = "s3cret-" + String(UInt64.random(in: 1...UInt64.max), radix: 16)
+        let script = #"""
+            "$B" set token '"v"' --ttl 1m; "$B" get token; "$B" list --json; "$B" stats --json; "$B" health --json; \
+            "$B" metrics; "$B" get missing; "$B" set big "$(head -c 4000 /dev/zero | tr '\0' x)" --ttl 1m; \
+            EPHEMERAL_SECRET=wrong "$B" ping; ps -eo args
+            """#
+        let child = try ChildProcess(brokerBinary, ["run", "--debug", "--log-format", "json", "--max-value-size", "1000",
+                                                    "--", "sh", "-c", script],
+                                     environment: ["B": brokerBinary, "BROKER_SECRET": secret])
+        #expect(try await child.wait(seconds: 60) == 0, "the script ends with ps, which succeeds")
+        let everything = child.output + child.errorOutput
+        #expect(everything.contains("not_found") && everything.contains("too_large") && everything.contains("auth_failed"),
+                "the run exercised the error paths")
+        #expect(everything.contains("ephemeral_broker_requests_total"), "and the metrics")
+        #expect(!everything.contains(secret), "the secret leaked into output, logs or process arguments")
+    }
+}

@@ -271,3 +271,28 @@ struct FixedSocketTests {
         for broker in brokers { await broker.shutdown() }
     }
 }
+
+@Suite("Resource limits over real sockets")
+struct ResourceLimitTests {
+    @Test func theConnectionCapRefusesOneMoreAndKeepsServingTheRest() async throws {
+        let harness = try await BrokerHarness.start { $0.maxConnections = 2 }
+        defer { Task { await harness.broker.shutdown() } }
+        let first = try harness.connect()
+        var second: RawConnection? = try harness.connect()
+        #expect(try errorName(try first.request(#"{"action":"ping"}"#)) == nil)
+        #expect(try errorName(try second!.request(#"{"action":"ping"}"#)) == nil)
+        let refused = try harness.connect()
+        #expect(try errorName(try refused.readLine()) == "too_many_connections")
+        #expect(refused.readsEndOfFile())
+        #expect(try errorName(try first.request(#"{"action":"ping"}"#)) == nil, "the others keep being served")
+        second = nil
+        #expect(try await waitFor {
+            let health = try json(try first.request(#"{"action":"health"}"#))
+            return (health["connections"] as? [String: Any])?["open"] as? Int == 1
+        })
+        let admitted = try harness.connect()
+        #expect(try errorName(try admitted.request(#"{"action":"ping"}"#)) == nil, "a freed place is reused")
+        let text = try json(try first.request(#"{"action":"metrics"}"#))["metrics"] as? String ?? ""
+        #expect(text.contains("ephemeral_broker_connections 2"))
+    }
+}
