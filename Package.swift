@@ -151,7 +151,9 @@ if benchmarks {
             name: "LoadGenerator", dependencies: ["EphemeralWire"], path: "Benchmarks/LoadGenerator"),
         .executableTarget(
             name: "FloorServer",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Benchmarks/FloorServer"),
     ]
 }

@@ -8,7 +8,7 @@ import EphemeralWire
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct Options {
@@ -80,7 +80,10 @@ final class Connection {
     }
 
     private func fill() {
-        if start == end { start = 0; end = 0 }
+        if start == end {
+            start = 0
+            end = 0
+        }
         if end == buffer.count {  // compact
             buffer.replaceSubrange(0..<(end - start), with: buffer[start..<end])
             end -= start
@@ -106,7 +109,8 @@ final class Connection {
     /// Reads one RESP reply (simple string, error, integer or bulk string).
     func readRESP() -> [UInt8] {
         let header = readLine()
-        guard header.first == UInt8(ascii: "$"), let length = Int(String(decoding: header.dropFirst().dropLast(), as: UTF8.self)),
+        guard header.first == UInt8(ascii: "$"),
+            let length = Int(String(decoding: header.dropFirst().dropLast(), as: UTF8.self)),
             length >= 0
         else { return header }
         while end - start < length + 2 { fill() }
@@ -149,8 +153,10 @@ struct Workload {
         case ("get", false): return [wire(#"{"action":"get","key":"\#(key)"}"#)]
         case ("set", false): return [wire(#"{"action":"set","key":"\#(key)","value":"\#(value)","ttl":600000}"#)]
         case ("lease", false):
-            return [wire(#"{"action":"lease","key":"bench","workerId":"w\#(id)"}"#),
-                    wire(#"{"action":"release","workerId":"w\#(id)"}"#)]
+            return [
+                wire(#"{"action":"lease","key":"bench","workerId":"w\#(id)"}"#),
+                wire(#"{"action":"release","workerId":"w\#(id)"}"#),
+            ]
         case ("ping", true): return [resp(["PING"])]
         case ("get", true): return [resp(["GET", key])]
         case ("set", true): return [resp(["SET", key, "\"\(value)\""])]
@@ -165,7 +171,12 @@ let workload = Workload(options: options)
 // `--workload fill --prefill N`: set N new keys over one connection; report the rate over the first and last tenth.
 if options.workload == "fill" {
     let connection = Connection(path: options.socket)
-    let setter = Workload(options: { var o = options; o.workload = "set"; return o }())
+    let setter = Workload(
+        options: {
+            var o = options
+            o.workload = "set"
+            return o
+        }())
     let tenth = max(1, options.prefill / 10)
     var marks: [UInt64] = [nanoseconds()]
     for n in 0..<options.prefill {
@@ -184,7 +195,12 @@ if options.workload == "fill" {
 let keys = max(1, options.prefill)
 if options.workload == "get" || options.workload == "mixed" {
     let connection = Connection(path: options.socket)
-    let base = Workload(options: { var o = options; o.workload = "set"; return o }())
+    let base = Workload(
+        options: {
+            var o = options
+            o.workload = "set"
+            return o
+        }())
     for n in 0..<keys {
         for request in base.requests(connection: 0, key: n, step: 0) {
             connection.send(request)
@@ -234,4 +250,6 @@ func percentile(_ p: Double) -> Double {
     return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
 }
 let ops = sorted.count
-print(#"{"ops":\#(ops),"opsPerSec":\#(Int(Double(ops) / options.seconds)),"p50us":\#(percentile(0.5)),"p99us":\#(percentile(0.99)),"p999us":\#(percentile(0.999)),"failures":\#(results.failures)}"#)
+print(
+    #"{"ops":\#(ops),"opsPerSec":\#(Int(Double(ops) / options.seconds)),"p50us":\#(percentile(0.5)),"p99us":\#(percentile(0.99)),"p999us":\#(percentile(0.999)),"failures":\#(results.failures)}"#
+)

@@ -5,7 +5,8 @@ import Logging
 
 /// The broker's options, from flags first, then the original's `BROKER_*` environment variables, then defaults.
 struct BrokerOptions: ParsableArguments {
-    @Option(name: .customLong("ttl"), help: "Default TTL (e.g. 30m, 1500ms; a bare number is ms). Env: BROKER_DEFAULT_TTL.")
+    @Option(
+        name: .customLong("ttl"), help: "Default TTL (e.g. 30m, 1500ms; a bare number is ms). Env: BROKER_DEFAULT_TTL.")
     var defaultTTL: String?
 
     @Option(help: "Maximum number of items, 0 for no limit. Env: BROKER_MAX_ITEMS.")
@@ -26,7 +27,9 @@ struct BrokerOptions: ParsableArguments {
     @Flag(name: .customLong("no-require-ttl"), help: "Allow set without a TTL. Env: BROKER_REQUIRE_TTL=false.")
     var noRequireTTL = false
 
-    @Flag(name: .customLong("refresh-ttl-on-get"), help: "Restart an item's TTL on every get. Env: BROKER_REFRESH_TTL_ON_GET.")
+    @Flag(
+        name: .customLong("refresh-ttl-on-get"),
+        help: "Restart an item's TTL on every get. Env: BROKER_REFRESH_TTL_ON_GET.")
     var refreshTTLOnGet = false
 
     @Option(help: "Socket file name: broker-<id>.sock in the private directory. Env: BROKER_PIPE_ID.")
@@ -62,9 +65,11 @@ struct BrokerOptions: ParsableArguments {
     @Flag(help: "Refuse signed requests without ts and nonce (replay protection for every client).")
     var requireNonce = false
 
-    @Option(name: .customLong("pool"), help: ArgumentHelp(
-        "A pool of exclusive items: NAME=FILE (a JSON array, e.g. test accounts) or NAME=N (N interchangeable items).",
-        valueName: "name=file|count"))
+    @Option(
+        name: .customLong("pool"),
+        help: ArgumentHelp(
+            "A pool of exclusive items: NAME=FILE (a JSON array, e.g. test accounts) or NAME=N (N interchangeable items).",
+            valueName: "name=file|count"))
     var pools: [String] = []
 
     /// The `--pool` arguments, read and checked (a malformed file is an error naming it).
@@ -124,11 +129,13 @@ struct BrokerOptions: ParsableArguments {
         store.refreshTTLOnGet = try boolean(refreshTTLOnGet, "BROKER_REFRESH_TTL_ON_GET")
 
         var configuration = BrokerConfiguration(store: store)
-        if let size = try integer(maxRequestSize, "BROKER_MAX_REQUEST_SIZE", flagName: "--max-request-size", minimum: 1) {
+        if let size = try integer(maxRequestSize, "BROKER_MAX_REQUEST_SIZE", flagName: "--max-request-size", minimum: 1)
+        {
             configuration.maxRequestSize = size
         }
-        if let connections = try integer(maxConnections, "BROKER_MAX_CONNECTIONS", flagName: "--max-connections",
-                                         minimum: 1)
+        if let connections = try integer(
+            maxConnections, "BROKER_MAX_CONNECTIONS", flagName: "--max-connections",
+            minimum: 1)
         {
             configuration.maxConnections = connections
         }

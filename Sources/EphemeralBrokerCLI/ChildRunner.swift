@@ -2,15 +2,15 @@ import Subprocess
 import Synchronization
 
 #if canImport(System)
-import System
+    import System
 #else
-import SystemPackage
+    import SystemPackage
 #endif
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Runs a command with inherited standard streams and reports its status as a shell would.
@@ -22,7 +22,8 @@ enum ChildRunner {
     ///   - ownProcessGroup: Puts the command in its own process group, to which SIGINT, SIGTERM, SIGHUP and
     ///     SIGQUIT sent to this process are forwarded.
     /// - Returns: The command's exit status, `128 + N` when signal N killed it, 127 when it could not start.
-    static func run(_ command: [String], environment: [Environment.Key: String?], ownProcessGroup: Bool) async -> Int32 {
+    static func run(_ command: [String], environment: [Environment.Key: String?], ownProcessGroup: Bool) async -> Int32
+    {
         await runReportingGroup(command, environment: environment, ownProcessGroup: ownProcessGroup).status
     }
 

@@ -65,7 +65,8 @@ struct Get: AsyncParsableCommand {
     func run() async throws {
         try await withBrokerErrors {
             let value = try await client.client().getJSON(key)
-            FileHandleOutput.standardOutput((client.json ? String(decoding: value, as: UTF8.self) : readable(value)) + "\n")
+            FileHandleOutput.standardOutput(
+                (client.json ? String(decoding: value, as: UTF8.self) : readable(value)) + "\n")
         }
     }
 }
@@ -149,7 +150,8 @@ struct Stats: AsyncParsableCommand {
     func run() async throws {
         try await withBrokerErrors {
             let stats = try await client.client().statsJSON()
-            FileHandleOutput.standardOutput((client.json ? String(decoding: stats, as: UTF8.self) : prettyJSON(stats)) + "\n")
+            FileHandleOutput.standardOutput(
+                (client.json ? String(decoding: stats, as: UTF8.self) : prettyJSON(stats)) + "\n")
         }
     }
 }
@@ -161,7 +163,8 @@ struct Health: AsyncParsableCommand {
     func run() async throws {
         try await withBrokerErrors {
             let health = try await client.client().healthJSON()
-            FileHandleOutput.standardOutput((client.json ? String(decoding: health, as: UTF8.self) : prettyJSON(health)) + "\n")
+            FileHandleOutput.standardOutput(
+                (client.json ? String(decoding: health, as: UTF8.self) : prettyJSON(health)) + "\n")
         }
     }
 }
@@ -179,7 +182,8 @@ struct Metrics: AsyncParsableCommand {
 }
 
 struct Release: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Release the lease a worker holds; print whether it held one.")
+    static let configuration = CommandConfiguration(
+        abstract: "Release the lease a worker holds; print whether it held one.")
     @OptionGroup var client: ClientOptions
     @Option(help: "The worker holding the lease.") var worker: String
 

@@ -5,13 +5,14 @@ import Foundation
 import Subprocess
 
 #if canImport(System)
-import System
+    import System
 #else
-import SystemPackage
+    import SystemPackage
 #endif
 
 struct Incr: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Add to an integer counter atomically; print the new value.")
+    static let configuration = CommandConfiguration(
+        abstract: "Add to an integer counter atomically; print the new value.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The counter's key.") var key: String
     @Option(help: "How much to add (may be negative).") var by: Int64 = 1
@@ -38,7 +39,8 @@ struct Wait: AsyncParsableCommand {
         }
         try await withBrokerErrors {
             let value = try await client.client().waitJSON(forKey: key, timeout: .milliseconds(milliseconds))
-            FileHandleOutput.standardOutput((client.json ? String(decoding: value, as: UTF8.self) : readable(value)) + "\n")
+            FileHandleOutput.standardOutput(
+                (client.json ? String(decoding: value, as: UTF8.self) : readable(value)) + "\n")
         }
     }
 }
@@ -56,14 +58,18 @@ struct Shared: AsyncParsableCommand {
     @Option(help: "How long the computed value lives (e.g. 1h).") var ttl: String
     @Option(help: "How long to wait for another caller's computation.") var wait: String = "120s"
     @Option(help: "How long CMD may run before another caller may take over.") var computeTimeout: String = "60s"
-    @Argument(parsing: .postTerminator, help: "The command that computes the value, after --.") var command: [String] = []
+    @Argument(parsing: .postTerminator, help: "The command that computes the value, after --.") var command: [String] =
+        []
 
     func validate() throws {
-        guard !command.isEmpty else { throw ValidationError("missing command: ephemeral-broker shared KEY --ttl 1h -- CMD…") }
+        guard !command.isEmpty else {
+            throw ValidationError("missing command: ephemeral-broker shared KEY --ttl 1h -- CMD…")
+        }
     }
 
     func run() async throws {
-        guard let ttl = try ttlOption(ttl), let wait = try ttlOption(wait), let computeTimeout = try ttlOption(computeTimeout)
+        guard let ttl = try ttlOption(ttl), let wait = try ttlOption(wait),
+            let computeTimeout = try ttlOption(computeTimeout)
         else { throw ValidationError("invalid durations") }
         let broker = try client.client()
         let command = self.command

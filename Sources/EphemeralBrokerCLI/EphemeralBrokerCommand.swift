@@ -3,9 +3,9 @@ import EphemeralServer
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 @main
@@ -37,7 +37,7 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
             let code = exitCode(for: error)
             if code == .validationFailure {
                 FileHandleOutput.standardError(fullMessage(for: error) + "\n")
-                Foundation_exit(2)
+                terminate(2)
             }
             exit(withError: error)
         }
@@ -60,9 +60,9 @@ enum FileHandleOutput {
             var offset = 0
             while offset < raw.count {
                 #if canImport(Glibc)
-                let written = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                    let written = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
                 #else
-                let written = Darwin.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                    let written = Darwin.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
                 #endif
                 if written <= 0 { return }
                 offset += written
@@ -71,4 +71,4 @@ enum FileHandleOutput {
     }
 }
 
-func Foundation_exit(_ code: Int32) -> Never { exit(code) }
+func terminate(_ code: Int32) -> Never { exit(code) }

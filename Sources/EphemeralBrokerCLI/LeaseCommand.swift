@@ -31,7 +31,9 @@ struct Lease: AsyncParsableCommand {
         if command.isEmpty, worker == nil {
             throw ValidationError("give --worker ID for the original lease, or -- CMD to hold a pool item")
         }
-        if !command.isEmpty, worker != nil { throw ValidationError("--worker is for the original lease, not with a command") }
+        if !command.isEmpty, worker != nil {
+            throw ValidationError("--worker is for the original lease, not with a command")
+        }
     }
 
     func run() async throws {

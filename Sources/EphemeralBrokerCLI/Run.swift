@@ -24,7 +24,8 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Do not print the per-pool summary when the command ends.")
     var noSummary = false
 
-    @Option(help: "A shell command run once, with the broker up, before the command; the command is not run if it fails.")
+    @Option(
+        help: "A shell command run once, with the broker up, before the command; the command is not run if it fails.")
     var before: String?
 
     @Option(help: "A shell command run once after the command and all its workers are done, with the broker still up.")
@@ -34,7 +35,9 @@ struct Run: AsyncParsableCommand {
     var command: [String] = []
 
     func validate() throws {
-        guard !command.isEmpty else { throw ValidationError("missing command: ephemeral-broker run [options] -- CMD ARGS…") }
+        guard !command.isEmpty else {
+            throw ValidationError("missing command: ephemeral-broker run [options] -- CMD ARGS…")
+        }
     }
 
     func run() async throws {
@@ -69,22 +72,26 @@ struct Run: AsyncParsableCommand {
         var childEnvironment: [Environment.Key: String?] = ["EPHEMERAL_PIPE": pipe]
         childEnvironment["EPHEMERAL_SECRET"] = .some(resolved.configuration.secret)  // nil removes an outer one
         if let before {
-            let status = await ChildRunner.run(["/bin/sh", "-c", before], environment: childEnvironment,
-                                               ownProcessGroup: false)
+            let status = await ChildRunner.run(
+                ["/bin/sh", "-c", before], environment: childEnvironment,
+                ownProcessGroup: false)
             guard status == 0 else {
-                FileHandleOutput.standardError("ephemeral-broker: --before failed with status \(status); the command was not run\n")
+                FileHandleOutput.standardError(
+                    "ephemeral-broker: --before failed with status \(status); the command was not run\n")
                 await broker.shutdown()
                 throw ExitCode(status)
             }
         }
-        var (status, group) = await ChildRunner.runReportingGroup(command, environment: childEnvironment,
-                                                                  ownProcessGroup: true)
+        var (status, group) = await ChildRunner.runReportingGroup(
+            command, environment: childEnvironment,
+            ownProcessGroup: true)
         if let after {
             if let group, !(await ChildRunner.waitForGroupToEmpty(group, seconds: 30)) {
                 logger.warning("workers of the command are still running after 30 s; running --after anyway")
             }
-            let afterStatus = await ChildRunner.run(["/bin/sh", "-c", after], environment: childEnvironment,
-                                                    ownProcessGroup: false)
+            let afterStatus = await ChildRunner.run(
+                ["/bin/sh", "-c", after], environment: childEnvironment,
+                ownProcessGroup: false)
             if afterStatus != 0 {
                 FileHandleOutput.standardError("ephemeral-broker: --after failed with status \(afterStatus)\n")
                 if status == 0 { status = afterStatus }
@@ -140,7 +147,8 @@ enum PoolReport {
         var text = "ephemeral-broker: pool summary\n"
         for pool in summaries {
             let longest = String(Double(pool.longestWait) / 1000)
-            text += "  \(pool.pool): \(pool.grants) grants, \(pool.waits) waited (longest \(longest) s), "
+            text +=
+                "  \(pool.pool): \(pool.grants) grants, \(pool.waits) waited (longest \(longest) s), "
                 + "peak \(pool.peakHolders)/\(pool.capacity) held, \(pool.releasedByDisconnect) released by disconnect, "
                 + "\(pool.expired) expired, \(pool.timedOut) waits timed out\n"
         }

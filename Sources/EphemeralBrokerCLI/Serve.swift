@@ -3,9 +3,9 @@ import EphemeralServer
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// `ephemeral-broker serve`: a standalone broker until SIGINT, SIGTERM or the idle timeout.

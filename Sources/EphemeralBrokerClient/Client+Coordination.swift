@@ -20,7 +20,7 @@ extension Client {
         do throws(BrokerError) {
             try await write(key, json: try Self.encode(value, for: key), ttl: ttl, ifAbsent: true)
             return true
-        } catch where error.code == .exists {
+        } catch  where error.code == .exists {
             return false
         }
     }
@@ -52,7 +52,7 @@ extension Client {
     {
         do throws(BrokerError) {
             return try await write(key, json: try Self.encode(value, for: key), ttl: ttl, ifVersion: version)
-        } catch where error.code == .versionMismatch {
+        } catch  where error.code == .versionMismatch {
             return nil
         }
     }
@@ -76,9 +76,10 @@ extension Client {
     /// Waits until `key` has a value and returns it; at once when it already has one. No polling: the broker
     /// answers the moment the key is written.
     /// - Throws: `timeout` when nobody writes it within `timeout`.
-    public func wait<Value: Decodable & Sendable>(forKey key: String, timeout: Duration,
-                                                  as type: Value.Type = Value.self) async throws(BrokerError) -> Value
-    {
+    public func wait<Value: Decodable & Sendable>(
+        forKey key: String, timeout: Duration,
+        as type: Value.Type = Value.self
+    ) async throws(BrokerError) -> Value {
         try decodeValue(try await waitReply(key, timeout: timeout), key: key)
     }
 

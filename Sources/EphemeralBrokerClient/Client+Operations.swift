@@ -69,9 +69,10 @@ extension Client {
     /// Stores a value under conditions; the shared path of every `set`.
     /// - Returns: The item's new version.
     @discardableResult
-    func write(_ key: String, json: [UInt8], ttl: Duration?, ifAbsent: Bool = false, ifVersion: UInt64? = nil,
-               maxReads: Int? = nil) async throws(BrokerError) -> UInt64
-    {
+    func write(
+        _ key: String, json: [UInt8], ttl: Duration?, ifAbsent: Bool = false, ifVersion: UInt64? = nil,
+        maxReads: Int? = nil
+    ) async throws(BrokerError) -> UInt64 {
         guard let compact = JSONText.compact(json) else {
             throw BrokerError(.invalidValue, "the value for \(key) is not JSON")
         }

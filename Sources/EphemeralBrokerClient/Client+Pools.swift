@@ -118,9 +118,10 @@ extension Client {
     ///   - body: The work to do with the item.
     /// - Returns: What `body` returns.
     /// - Throws: The lease's errors, or what `body` throws (after the item is given back).
-    public func withLease<Result>(pool: String, wait: Duration? = .seconds(60), ttl: Duration? = nil,
-                                  _ body: (PoolLease) async throws -> Result) async throws -> Result
-    {
+    public func withLease<Result>(
+        pool: String, wait: Duration? = .seconds(60), ttl: Duration? = nil,
+        _ body: (PoolLease) async throws -> Result
+    ) async throws -> Result {
         let lease = try await lease(pool: pool, wait: wait, ttl: ttl)
         do {
             let result = try await body(lease)

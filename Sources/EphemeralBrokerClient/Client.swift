@@ -71,9 +71,10 @@ public final class Client: Sendable {
     ///   - extraTime: Time the broker may take on purpose (a lease's wait), added to the timeout.
     ///   - members: Writes the request's members after `action`.
     /// - Throws: The broker's error, or `connection_failed`, `timeout`, `invalid_reply`, `bad_reply_signature`.
-    func call(_ action: String, idempotent: Bool = true, extraTime: Duration = .zero,
-              members: (inout JSONLineWriter) -> Void = { _ in }) async throws(BrokerError) -> BrokerReply
-    {
+    func call(
+        _ action: String, idempotent: Bool = true, extraTime: Duration = .zero,
+        members: (inout JSONLineWriter) -> Void = { _ in }
+    ) async throws(BrokerError) -> BrokerReply {
         let clock = ContinuousClock()
         let deadline = clock.now + configuration.timeout + extraTime
         var attempt = 0

@@ -22,11 +22,14 @@ public struct ClientConfiguration: Sendable {
     ///   - timeout: Default 5 s.
     ///   - compressionThreshold: Bytes; default 1,024.
     ///   - retryDelays: Default 50, 100, 200, 400, 800 ms.
-    public init(socketPath: String, secret: String? = nil, timeout: Duration = .seconds(5),
-                compressionThreshold: Int = 1024,
-                retryDelays: [Duration] = [.milliseconds(50), .milliseconds(100), .milliseconds(200),
-                                           .milliseconds(400), .milliseconds(800)])
-    {
+    public init(
+        socketPath: String, secret: String? = nil, timeout: Duration = .seconds(5),
+        compressionThreshold: Int = 1024,
+        retryDelays: [Duration] = [
+            .milliseconds(50), .milliseconds(100), .milliseconds(200),
+            .milliseconds(400), .milliseconds(800),
+        ]
+    ) {
         self.socketPath = socketPath
         self.secret = secret
         self.timeout = timeout
@@ -40,8 +43,9 @@ public struct ClientConfiguration: Sendable {
     /// - Throws: `not_configured` when `EPHEMERAL_PIPE` is not set.
     public static func fromEnvironment(_ environment: [String: String]) throws(BrokerError) -> ClientConfiguration {
         guard let pipe = environment["EPHEMERAL_PIPE"], !pipe.isEmpty else {
-            throw BrokerError(.notConfigured,
-                              "EPHEMERAL_PIPE is not set: run under `ephemeral-broker run -- …` or pass a socket path")
+            throw BrokerError(
+                .notConfigured,
+                "EPHEMERAL_PIPE is not set: run under `ephemeral-broker run -- …` or pass a socket path")
         }
         let secret = [environment["EPHEMERAL_SECRET"], environment["CLIENT_SECRET"]].compactMap { $0 }
             .first { !$0.isEmpty }

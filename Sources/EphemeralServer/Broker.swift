@@ -6,9 +6,9 @@ import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// An in-memory broker serving the ephemeral-broker wire protocol on a private Unix socket.
@@ -113,21 +113,25 @@ public final class Broker: Sendable {
             tasks.append(loop.scheduleRepeatedTask(initialDelay: sweep, delay: sweep) { _ in core.value.sweep() })
             if let heartbeat = self.configuration.heartbeatInterval {
                 let delay = TimeAmount.milliseconds(heartbeat)
-                tasks.append(loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
-                    core.value.heartbeat()
-                })
+                tasks.append(
+                    loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
+                        core.value.heartbeat()
+                    })
             }
             if let idle = self.configuration.idleTimeout {
                 let delay = TimeAmount.milliseconds(max(10, min(idle / 4, 1000)))
-                tasks.append(loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
-                    guard core.value.isIdle() else { return }
-                    logger.info("idle timeout reached; shutting down", metadata: ["idle_ms": "\(idle)"])
-                    Task { await self.shutdown() }
-                })
+                tasks.append(
+                    loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
+                        guard core.value.isIdle() else { return }
+                        logger.info("idle timeout reached; shutting down", metadata: ["idle_ms": "\(idle)"])
+                        Task { await self.shutdown() }
+                    })
             }
             return tasks
         }.get()
-        state.withLock { $0 = .running(Running(group: group, server: server, binding: binding, core: core, tasks: tasks)) }
+        state.withLock {
+            $0 = .running(Running(group: group, server: server, binding: binding, core: core, tasks: tasks))
+        }
         logger.debug("broker started", metadata: ["pipe": "\(binding.path)"])
         return binding.path
     }
@@ -137,7 +141,8 @@ public final class Broker: Sendable {
     /// - Parameter timeout: The longest wait; the configuration's `drainTimeout` when `nil`.
     public func drain(timeout: Duration? = nil) async {
         guard let running = currentRunning() else { return }
-        let limit = timeout.map { Int64($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) }
+        let limit =
+            timeout.map { Int64($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) }
             ?? configuration.drainTimeout
         let deadline = NIODeadline.now() + .milliseconds(limit)
         let loop = running.core.eventLoop

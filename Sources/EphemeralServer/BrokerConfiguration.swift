@@ -54,12 +54,13 @@ public struct BrokerConfiguration: Sendable {
     ///   - heartbeatInterval: Milliseconds; default `nil`.
     ///   - drainTimeout: Milliseconds; default 5,000.
     ///   - logger: Default `Logger(label: "ephemeral-broker")`.
-    public init(socket: SocketLocation = .privateDirectory(), store: StoreConfiguration = StoreConfiguration(),
-                maxRequestSize: Int = 1_048_576, maxConnections: Int = 1024, secret: String? = nil, requireNonce: Bool = false,
-                replayWindow: Int64 = 30_000, sweeperInterval: Int64 = 30_000, idleTimeout: Int64? = nil,
-                heartbeatInterval: Int64? = nil, drainTimeout: Int64 = 5_000,
-                logger: Logger = Logger(label: "ephemeral-broker"))
-    {
+    public init(
+        socket: SocketLocation = .privateDirectory(), store: StoreConfiguration = StoreConfiguration(),
+        maxRequestSize: Int = 1_048_576, maxConnections: Int = 1024, secret: String? = nil, requireNonce: Bool = false,
+        replayWindow: Int64 = 30_000, sweeperInterval: Int64 = 30_000, idleTimeout: Int64? = nil,
+        heartbeatInterval: Int64? = nil, drainTimeout: Int64 = 5_000,
+        logger: Logger = Logger(label: "ephemeral-broker")
+    ) {
         self.socket = socket
         self.store = store
         self.maxRequestSize = maxRequestSize

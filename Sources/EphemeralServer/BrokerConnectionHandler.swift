@@ -37,8 +37,9 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     func channelActive(context: ChannelHandlerContext) {
         admitted = core.connectionOpened(self)
         guard admitted != nil else {
-            context.writeAndFlush(wrapOutboundOut(core.refusal(allocator: context.channel.allocator))).whenComplete { _ in
-                context.close(promise: nil)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(core.refusal(allocator: channel.allocator))).whenComplete { _ in
+                channel.close(promise: nil)
             }
             return
         }
@@ -56,8 +57,9 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
         guard admitted != nil else { return }
         nextSequence += 1
         let sequence = nextSequence
-        let reply = core.respond(to: unwrapInboundIn(data), allocator: context.channel.allocator, connection: self,
-                                 sequence: sequence)
+        let reply = core.respond(
+            to: unwrapInboundIn(data), allocator: context.channel.allocator, connection: self,
+            sequence: sequence)
         if held.isEmpty, let reply {
             context.write(wrapOutboundOut(reply), promise: nil)
         } else {

@@ -4,7 +4,7 @@ import Logging
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The broker's state and request handling, confined to the broker's one event loop.
@@ -70,8 +70,9 @@ final class BrokerCore {
     /// - Returns: Its owner ID (what it leases belongs to it), or `nil` when it must be refused.
     func connectionOpened(_ connection: BrokerConnectionHandler) -> OwnerID? {
         guard openConnections < configuration.maxConnections else {
-            logger.warning("refused a connection: the broker serves its maximum",
-                           metadata: ["max_connections": "\(configuration.maxConnections)"])
+            logger.warning(
+                "refused a connection: the broker serves its maximum",
+                metadata: ["max_connections": "\(configuration.maxConnections)"])
             return nil
         }
         nextOwner += 1
@@ -105,9 +106,10 @@ final class BrokerCore {
     }
 
     /// Answers one frame with one reply line, or `nil` when the reply comes later through the route.
-    func respond(to frame: RequestFrame, allocator: ByteBufferAllocator, connection: BrokerConnectionHandler,
-                 sequence: UInt64) -> ByteBuffer?
-    {
+    func respond(
+        to frame: RequestFrame, allocator: ByteBufferAllocator, connection: BrokerConnectionHandler,
+        sequence: UInt64
+    ) -> ByteBuffer? {
         let now = clock.now()
         lastActivity = now
         metrics.recordRequest()
@@ -115,8 +117,9 @@ final class BrokerCore {
         defer { inFlight -= 1 }
         let buffer = allocator.buffer(capacity: 64)
         guard case .line(let line) = frame else {
-            return reject(BrokerError(.tooLarge, "the request exceeds \(configuration.maxRequestSize) bytes"),
-                          action: nil, into: buffer)
+            return reject(
+                BrokerError(.tooLarge, "the request exceeds \(configuration.maxRequestSize) bytes"),
+                action: nil, into: buffer)
         }
         if draining { return reject(BrokerError(.draining), action: nil, into: buffer) }
         let decoded = line.withUnsafeReadableBytes { bytes -> Result<Request, BrokerError> in
@@ -134,8 +137,9 @@ final class BrokerCore {
         do throws(BrokerError) {
             if request.isSigned { try admit(request, now: now) }
             let command = try request.command.get()
-            let route = ReplyRoute(connection: connection, sequence: sequence, id: request.id, nonce: request.nonce,
-                                   signed: request.isSigned)
+            let route = ReplyRoute(
+                connection: connection, sequence: sequence, id: request.id, nonce: request.nonce,
+                signed: request.isSigned)
             guard var writer = try execute(command, now: now, into: buffer, route: route) else { return nil }
             metrics.record(command.action, error: nil)
             return finish(&writer)
@@ -241,8 +245,9 @@ final class BrokerCore {
         case .definePool(let pool, let capacity, let items):
             reply.member("capacity", int: Int64(try store.definePool(pool, capacity: capacity, items: items)))
         case .leasePool(let pool, let wait, let ttl):
-            let (outcome, regranted) = try store.leasePool(pool, owner: route.connection.owner, wait: wait, ttl: ttl,
-                                                           now: now)
+            let (outcome, regranted) = try store.leasePool(
+                pool, owner: route.connection.owner, wait: wait, ttl: ttl,
+                now: now)
             defer { deliver(regranted) }
             switch outcome {
             case .granted(let grant):
@@ -263,8 +268,9 @@ final class BrokerCore {
             }
             writeValue(value, into: &reply)
         case .claim(let key, let ttl, let wait, let refreshBefore):
-            let (outcome, wakeups) = try store.claim(key, owner: route.connection.owner, ttl: ttl, wait: wait,
-                                                     refreshBefore: refreshBefore, now: now)
+            let (outcome, wakeups) = try store.claim(
+                key, owner: route.connection.owner, ttl: ttl, wait: wait,
+                refreshBefore: refreshBefore, now: now)
             defer { deliver(wakeups) }
             switch outcome {
             case .value(let value, _):
@@ -285,8 +291,11 @@ final class BrokerCore {
             deliver(store.unclaim(key, token: token, now: now))
         case .barrier(let key, let parties, let timeout):
             let arrival = try store.arrive(key, parties: parties, owner: route.connection.owner, wait: timeout)
-            let filled = arrival.wakeups.contains { $0 == .barrierReleased(waiter: arrival.waiter, key: key, parties: parties) }
-            deliver(arrival.wakeups.filter { $0 != .barrierReleased(waiter: arrival.waiter, key: key, parties: parties) })
+            let filled = arrival.wakeups.contains {
+                $0 == .barrierReleased(waiter: arrival.waiter, key: key, parties: parties)
+            }
+            deliver(
+                arrival.wakeups.filter { $0 != .barrierReleased(waiter: arrival.waiter, key: key, parties: parties) })
             guard filled else {
                 park(.key(arrival.waiter), action: .barrier, route: route, for: arrival.deadlineIn)
                 return nil
@@ -313,8 +322,9 @@ final class BrokerCore {
     private func park(_ key: WaitKey, action: Action, route: ReplyRoute, for milliseconds: Int64) {
         var pending = PendingWait(route: route, action: action, timer: nil)
         if let eventLoop {
-            pending.timer = eventLoop.scheduleTask(in: .milliseconds(max(0, milliseconds))) { [self] in
-                waitExpired(key)
+            let core = NIOLoopBound(self, eventLoop: eventLoop)  // the timer fires on this same loop
+            pending.timer = eventLoop.scheduleTask(in: .milliseconds(max(0, milliseconds))) {
+                core.value.waitExpired(key)
             }
         }
         pendingWaits[key] = pending
@@ -363,8 +373,9 @@ final class BrokerCore {
         if let id = route.id { reply.member("id", rawJSON: id) }
         members(&reply)
         metrics.record(pending.action, error: nil)
-        route.connection.deliver(reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
-                                 sequence: route.sequence)
+        route.connection.deliver(
+            reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
+            sequence: route.sequence)
     }
 
     private func waitExpired(_ key: WaitKey) {
@@ -383,8 +394,9 @@ final class BrokerCore {
         metrics.record(action, error: error)
         var reply = JSONLineWriter.error(error, into: route.connection.allocator.buffer(capacity: 96))
         if let id = route.id { reply.member("id", rawJSON: id) }
-        route.connection.deliver(reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
-                                 sequence: route.sequence)
+        route.connection.deliver(
+            reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
+            sequence: route.sequence)
     }
 
     /// Ends every wait with `draining`: the broker is shutting down.
@@ -454,18 +466,21 @@ final class BrokerCore {
         deliver(removed.regranted)
         deliver(removed.wakeups)
         if removed.items + removed.leases > 0 {
-            logger.debug("swept expired entries", metadata: ["items": "\(removed.items)", "leases": "\(removed.leases)"])
+            logger.debug(
+                "swept expired entries", metadata: ["items": "\(removed.items)", "leases": "\(removed.leases)"])
         }
     }
 
     /// Logs the heartbeat line.
     func heartbeat() {
         let now = clock.now()
-        logger.info("heartbeat", metadata: [
-            "uptime_ms": "\(now - startedAt)", "items": "\(store.itemCount(now: now))",
-            "leases": "\(store.leaseCount(now: now))", "connections": "\(openConnections)",
-            "rss_bytes": "\(ProcessMemory.residentBytes())",
-        ])
+        logger.info(
+            "heartbeat",
+            metadata: [
+                "uptime_ms": "\(now - startedAt)", "items": "\(store.itemCount(now: now))",
+                "leases": "\(store.leaseCount(now: now))", "connections": "\(openConnections)",
+                "rss_bytes": "\(ProcessMemory.residentBytes())",
+            ])
     }
 
     /// Whether no request has arrived for the idle timeout.

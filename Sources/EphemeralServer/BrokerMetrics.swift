@@ -72,8 +72,9 @@ struct BrokerMetrics {
         family("ephemeral_broker_compression_total", "counter", "Sets by whether the value was compressed.")
         sample("ephemeral_broker_compression_total", "compressed=\"true\"", "\(compressedSets)")
         sample("ephemeral_broker_compression_total", "compressed=\"false\"", "\(uncompressedSets)")
-        family("ephemeral_broker_compression_bytes_total", "counter",
-               "Bytes of compressed values before and after compression, measured by the broker.")
+        family(
+            "ephemeral_broker_compression_bytes_total", "counter",
+            "Bytes of compressed values before and after compression, measured by the broker.")
         sample("ephemeral_broker_compression_bytes_total", "stage=\"before\"", "\(compressionBytesBefore)")
         sample("ephemeral_broker_compression_bytes_total", "stage=\"after\"", "\(compressionBytesAfter)")
         family("ephemeral_broker_compression_ratio", "gauge", "Compressed bytes over uncompressed bytes.")

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Why a broker could not claim its socket.
@@ -67,8 +67,9 @@ struct SocketBinding: Sendable {
                 continue
             }
             let path = "\(directory)/broker-\(id).sock"
-            return SocketBinding(path: path, bindPath: path, directory: directory, lockPath: nil,
-                                 lockDescriptor: nil)
+            return SocketBinding(
+                path: path, bindPath: path, directory: directory, lockPath: nil,
+                lockDescriptor: nil)
         }
         throw SocketSetupError(lastProblem)
     }
@@ -110,8 +111,9 @@ struct SocketBinding: Sendable {
                 rmdir(staging)
                 throw SocketSetupError("socket path exceeds \(maxPathBytes) bytes: \(bindPath)")
             }
-            return SocketBinding(path: path, bindPath: bindPath, directory: staging, lockPath: lockPath,
-                                 lockDescriptor: lock)
+            return SocketBinding(
+                path: path, bindPath: bindPath, directory: staging, lockPath: lockPath,
+                lockDescriptor: lock)
         } catch {
             close(lock)
             throw error
@@ -141,7 +143,7 @@ struct SocketBinding: Sendable {
 
     /// Whether something accepts connections on `path`.
     static func isLive(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM_VALUE) | SOCK_CLOEXEC_VALUE, 0)
+        let fd = socket(AF_UNIX, Int32(streamSocketType) | closeOnExecFlag, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_un()
@@ -179,11 +181,11 @@ struct SocketBinding: Sendable {
 }
 
 #if canImport(Glibc)
-private let SOCK_STREAM_VALUE = SOCK_STREAM.rawValue
-private let SOCK_CLOEXEC_VALUE = Int32(SOCK_CLOEXEC.rawValue)
+    private let streamSocketType = SOCK_STREAM.rawValue
+    private let closeOnExecFlag = Int32(SOCK_CLOEXEC.rawValue)
 #else
-private let SOCK_STREAM_VALUE = SOCK_STREAM
-private let SOCK_CLOEXEC_VALUE: Int32 = 0  // Darwin: no SOCK_CLOEXEC; the probe socket lives a moment
+    private let streamSocketType = SOCK_STREAM
+    private let closeOnExecFlag: Int32 = 0  // Darwin: no SOCK_CLOEXEC; the probe socket lives a moment
 #endif
 
 func errnoText() -> String { String(cString: strerror(errno)) }

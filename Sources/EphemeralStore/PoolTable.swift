@@ -89,8 +89,9 @@ struct PoolTable: Sendable {
             self.capacity = capacity
             self.items = items
             for index in 0..<capacity { free.insert(index) }
-            summary = PoolSummary(pool: name, capacity: capacity, held: 0, waiting: 0, grants: 0, waits: 0,
-                                  longestWait: 0, peakHolders: 0, releasedByDisconnect: 0, expired: 0, timedOut: 0)
+            summary = PoolSummary(
+                pool: name, capacity: capacity, held: 0, waiting: 0, grants: 0, waits: 0,
+                longestWait: 0, peakHolders: 0, releasedByDisconnect: 0, expired: 0, timedOut: 0)
         }
 
         var waitingCount: Int { waiters.count - waitersHead }

@@ -115,10 +115,12 @@ public struct Store: Sendable {
         let current = peek(command.key, now: now)
         if command.ifAbsent, current != nil { throw BrokerError(.exists, "\(command.key) already has a value") }
         if let expected = command.ifVersion, current?.version != expected {
-            throw BrokerError(.versionMismatch,
-                              "\(command.key) is at version \(current.map { String($0.version) } ?? "none"), not \(expected)")
+            throw BrokerError(
+                .versionMismatch,
+                "\(command.key) is at version \(current.map { String($0.version) } ?? "none"), not \(expected)")
         }
-        let size = command.compressed
+        let size =
+            command.compressed
             ? try ValueCompression.decompressedSize(of: command.value, limit: configuration.maxValueSize)
             : command.value.count
         guard size <= configuration.maxValueSize else {
@@ -130,12 +132,14 @@ public struct Store: Sendable {
                 throw BrokerError(.maxItems, "the store holds its maximum of \(configuration.maxItems) items")
             }
         }
-        let item = Item(value: command.value, compressed: command.compressed, ttl: ttl, expiresAt: now + ttl,
-                        generation: generation(), readsLeft: command.maxReads)
+        let item = Item(
+            value: command.value, compressed: command.compressed, ttl: ttl, expiresAt: now + ttl,
+            generation: generation(), readsLeft: command.maxReads)
         store(command.key, item)
         let value = Value(json: item.value, compressed: item.compressed, version: item.generation)
-        return SetResult(size: size, version: item.generation,
-                         wakeups: coordination.keySet(command.key, value: value, version: item.generation))
+        return SetResult(
+            size: size, version: item.generation,
+            wakeups: coordination.keySet(command.key, value: value, version: item.generation))
     }
 
     private mutating func store(_ key: String, _ item: Item) {
@@ -176,8 +180,9 @@ public struct Store: Sendable {
         }
         let (sum, overflow) = current.addingReportingOverflow(by)
         guard !overflow else { throw BrokerError(.notANumber, "\(key) would overflow") }
-        let item = Item(value: Array(String(sum).utf8), compressed: false, ttl: lifetime, expiresAt: now + lifetime,
-                        generation: generation(), readsLeft: nil)
+        let item = Item(
+            value: Array(String(sum).utf8), compressed: false, ttl: lifetime, expiresAt: now + lifetime,
+            generation: generation(), readsLeft: nil)
         store(key, item)
         let value = Value(json: item.value, compressed: false, version: item.generation)
         return (sum, coordination.keySet(key, value: value, version: item.generation))
@@ -199,9 +204,10 @@ public struct Store: Sendable {
     /// `ttl` ms (given back at once if its connection closes); or a wait for the computation in progress.
     /// - Returns: The outcome, and waiters woken by lapsed claims.
     /// - Throws: `invalid_ttl`, `invalid_wait`, or `timeout` when someone else computes and `wait` is 0.
-    public mutating func claim(_ key: String, owner: OwnerID, ttl: Double?, wait: Double?, refreshBefore: Double?,
-                               now: Int64) throws(BrokerError) -> (ClaimOutcome, [Wakeup])
-    {
+    public mutating func claim(
+        _ key: String, owner: OwnerID, ttl: Double?, wait: Double?, refreshBefore: Double?,
+        now: Int64
+    ) throws(BrokerError) -> (ClaimOutcome, [Wakeup]) {
         let claimTTL = try leaseTTL(ttl ?? 60_000)
         let waitTime = try waitMilliseconds(wait ?? 0)
         let refreshWindow = try waitMilliseconds(refreshBefore ?? 0)

@@ -22,9 +22,10 @@ public struct StoreConfiguration: Sendable, Equatable {
     ///   - refreshTTLOnGet: Default `false`.
     ///   - maxItems: Default 10,000; `0` for no limit.
     ///   - maxValueSize: Bytes; default 262,144.
-    public init(defaultTTL: Int64 = 1_800_000, requireTTL: Bool = true, refreshTTLOnGet: Bool = false,
-                maxItems: Int = 10_000, maxValueSize: Int = 262_144)
-    {
+    public init(
+        defaultTTL: Int64 = 1_800_000, requireTTL: Bool = true, refreshTTLOnGet: Bool = false,
+        maxItems: Int = 10_000, maxValueSize: Int = 262_144
+    ) {
         self.defaultTTL = defaultTTL
         self.requireTTL = requireTTL
         self.refreshTTLOnGet = refreshTTLOnGet

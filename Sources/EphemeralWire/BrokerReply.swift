@@ -39,12 +39,14 @@ public struct BrokerReply: Sendable {
         guard bool("ok") != nil else { throw BrokerError(.invalidReply, "the broker's reply has no ok member") }
     }
 
-    private static func hasValidMAC(_ bytes: UnsafeRawBufferPointer, object: JSONScanner.Object, signer: FrameSigner,
-                                    nonce: String?) -> Bool
-    {
+    private static func hasValidMAC(
+        _ bytes: UnsafeRawBufferPointer, object: JSONScanner.Object, signer: FrameSigner,
+        nonce: String?
+    ) -> Bool {
         guard let last = object.members.last, last.name == "hmac", last.value.count == 66,
             bytes[last.value.lowerBound] == UInt8(ascii: "\""),
-            let given = Hex.decode(UnsafeRawBufferPointer(rebasing: bytes[(last.value.lowerBound + 1)..<(last.value.upperBound - 1)]))
+            let given = Hex.decode(
+                UnsafeRawBufferPointer(rebasing: bytes[(last.value.lowerBound + 1)..<(last.value.upperBound - 1)]))
         else { return false }
         let body = UnsafeRawBufferPointer(rebasing: bytes[object.start..<last.separatorStart])
         let expected = JSONLineWriter.replyMAC(signer: signer, nonce: nonce, replyWithoutMAC: body, closingBrace: true)
@@ -75,7 +77,9 @@ public struct BrokerReply: Sendable {
     public func json(_ name: String) -> [UInt8]? { scan(name) { scanner, member in scanner.compactBytes(member) } }
 
     /// A string member.
-    public func string(_ name: String) -> String? { scan(name) { scanner, member throws(BrokerError) in try scanner.string(member) } }
+    public func string(_ name: String) -> String? {
+        scan(name) { scanner, member throws(BrokerError) in try scanner.string(member) }
+    }
 
     /// A number member.
     public func number(_ name: String) -> Double? { scan(name) { scanner, member in scanner.number(member) } }

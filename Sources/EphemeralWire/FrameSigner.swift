@@ -28,8 +28,9 @@ public struct FrameSigner: Sendable {
         key.withUnsafeBufferPointer { keyBytes in
             message.withUnsafeBufferPointer { messageBytes in
                 _ = output.withUnsafeMutableBufferPointer { out in
-                    HMAC(EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), messageBytes.baseAddress,
-                         messageBytes.count, out.baseAddress, &outputLength)
+                    HMAC(
+                        EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), messageBytes.baseAddress,
+                        messageBytes.count, out.baseAddress, &outputLength)
                 }
             }
         }
@@ -52,7 +53,8 @@ public struct FrameSigner: Sendable {
         }
         let value = last.value
         guard value.count == 66, scanner.firstByte(of: last) == UInt8(ascii: "\""),
-            let given = Hex.decode(UnsafeRawBufferPointer(rebasing: line[(value.lowerBound + 1)..<(value.upperBound - 1)]))
+            let given = Hex.decode(
+                UnsafeRawBufferPointer(rebasing: line[(value.lowerBound + 1)..<(value.upperBound - 1)]))
         else {
             throw BrokerError(.authFailed, "hmac must be 64 hex digits")
         }

@@ -154,9 +154,10 @@ public struct JSONLineWriter {
     ///   - replyWithoutMAC: The reply's bytes from `{` up to where the `hmac` member begins.
     ///   - closingBrace: Whether to append the `}` that closes the reply without its MAC.
     /// - Returns: 64 lowercase hex digits.
-    public static func replyMAC(signer: FrameSigner, nonce: String?, replyWithoutMAC: UnsafeRawBufferPointer,
-                                closingBrace: Bool) -> String
-    {
+    public static func replyMAC(
+        signer: FrameSigner, nonce: String?, replyWithoutMAC: UnsafeRawBufferPointer,
+        closingBrace: Bool
+    ) -> String {
         var prefix = Array((nonce ?? "").utf8)
         prefix.append(UInt8(ascii: "\n"))
         let brace: [UInt8] = closingBrace ? [UInt8(ascii: "}")] : []
@@ -193,8 +194,10 @@ extension ByteBuffer {
                 case 0x09: writeStaticString("\\t")
                 default:
                     let hex = Array("0123456789abcdef".utf8)
-                    writeBytes([UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]])
+                    writeBytes([
+                        UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                        hex[Int(byte >> 4)], hex[Int(byte & 0x0F)],
+                    ])
                 }
                 pendingStart = utf8.index(after: index)
             }

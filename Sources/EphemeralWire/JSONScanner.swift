@@ -72,14 +72,18 @@ struct JSONScanner {
             guard peek() == UInt8(ascii: "\"") else { throw BrokerError(.invalidJSON, "expected a member name") }
             let nameRange = try skipString()
             skipWhitespace()
-            guard peek() == UInt8(ascii: ":") else { throw BrokerError(.invalidJSON, "expected ':' after a member name") }
+            guard peek() == UInt8(ascii: ":") else {
+                throw BrokerError(.invalidJSON, "expected ':' after a member name")
+            }
             index += 1
             skipWhitespace()
             let valueStart = index
             try skipValue(depth: depth + 1)
             if recordMembers {
-                members.append(Member(name: try decodeString(nameRange), separatorStart: separator,
-                                      value: valueStart..<index))
+                members.append(
+                    Member(
+                        name: try decodeString(nameRange), separatorStart: separator,
+                        value: valueStart..<index))
             }
             skipWhitespace()
             switch peek() {
@@ -206,12 +210,20 @@ struct JSONScanner {
         var upper: UInt8 = 0xBF
         switch lead {
         case 0xC2...0xDF: length = 2
-        case 0xE0: length = 3; lower = 0xA0
+        case 0xE0:
+            length = 3
+            lower = 0xA0
         case 0xE1...0xEC, 0xEE...0xEF: length = 3
-        case 0xED: length = 3; upper = 0x9F
-        case 0xF0: length = 4; lower = 0x90
+        case 0xED:
+            length = 3
+            upper = 0x9F
+        case 0xF0:
+            length = 4
+            lower = 0x90
         case 0xF1...0xF3: length = 4
-        case 0xF4: length = 4; upper = 0x8F
+        case 0xF4:
+            length = 4
+            upper = 0x8F
         default: throw BrokerError(.invalidJSON, "invalid UTF-8")
         }
         guard position + length <= bytes.count else { throw BrokerError(.invalidJSON, "invalid UTF-8") }
@@ -239,8 +251,9 @@ struct JSONScanner {
             if byte != UInt8(ascii: "\\") {
                 if pendingHigh != nil { throw BrokerError(.invalidJSON, "unpaired surrogate") }
                 let length = byte < 0x80 ? 1 : try utf8SequenceLength(at: position)
-                let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[position..<(position + length)]),
-                                  as: UTF8.self)
+                let text = String(
+                    decoding: UnsafeRawBufferPointer(rebasing: bytes[position..<(position + length)]),
+                    as: UTF8.self)
                 scalars.append(contentsOf: text.unicodeScalars)
                 position += length
                 continue

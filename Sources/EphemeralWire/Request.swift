@@ -184,7 +184,8 @@ public struct RequestDecoder: Sendable {
             do throws(BrokerError) {
                 try signer.verify(line: line, object: object, scanner: scanner)
             } catch {
-                return Request(action: nil, command: .failure(error), isSigned: false, timestamp: nil, nonce: nil, id: id)
+                return Request(
+                    action: nil, command: .failure(error), isSigned: false, timestamp: nil, nonce: nil, id: id)
             }
             isSigned = true
         }
@@ -192,25 +193,29 @@ public struct RequestDecoder: Sendable {
         var nonce: String?
         if let member = object.member("ts"), !scanner.isNull(member) {
             guard let value = scanner.number(member) else {
-                return Request(action: nil, command: .failure(BrokerError(.invalidRequest, "ts must be a number")),
-                               isSigned: isSigned, timestamp: nil, nonce: nil, id: id)
+                return Request(
+                    action: nil, command: .failure(BrokerError(.invalidRequest, "ts must be a number")),
+                    isSigned: isSigned, timestamp: nil, nonce: nil, id: id)
             }
             timestamp = value
         }
         if let member = object.member("nonce"), !scanner.isNull(member) {
             guard let value = try scanner.string(member) else {
-                return Request(action: nil, command: .failure(BrokerError(.invalidRequest, "nonce must be a string")),
-                               isSigned: isSigned, timestamp: timestamp, nonce: nil, id: id)
+                return Request(
+                    action: nil, command: .failure(BrokerError(.invalidRequest, "nonce must be a string")),
+                    isSigned: isSigned, timestamp: timestamp, nonce: nil, id: id)
             }
             nonce = value
         }
         guard let actionMember = object.member("action"), let name = try scanner.string(actionMember) else {
-            return Request(action: nil, command: .failure(BrokerError(.invalidRequest, "action must be a string")),
-                           isSigned: isSigned, timestamp: timestamp, nonce: nonce, id: id)
+            return Request(
+                action: nil, command: .failure(BrokerError(.invalidRequest, "action must be a string")),
+                isSigned: isSigned, timestamp: timestamp, nonce: nonce, id: id)
         }
         guard let action = Action(rawValue: name) else {
-            return Request(action: nil, command: .failure(BrokerError(.unknownAction)), isSigned: isSigned,
-                           timestamp: timestamp, nonce: nonce, id: id)
+            return Request(
+                action: nil, command: .failure(BrokerError(.unknownAction)), isSigned: isSigned,
+                timestamp: timestamp, nonce: nonce, id: id)
         }
         let command: Result<Command, BrokerError>
         do {
@@ -218,8 +223,9 @@ public struct RequestDecoder: Sendable {
         } catch {
             command = .failure(error)
         }
-        return Request(action: action, command: command, isSigned: isSigned, timestamp: timestamp, nonce: nonce,
-                       id: id)
+        return Request(
+            action: action, command: command, isSigned: isSigned, timestamp: timestamp, nonce: nonce,
+            id: id)
     }
 
     private static func command(_ action: Action, object: JSONScanner.Object, scanner: JSONScanner)
@@ -242,7 +248,9 @@ public struct RequestDecoder: Sendable {
             throws(BrokerError) -> Double
         {
             guard let number = scanner.number(member), number == number.rounded(), range.contains(number) else {
-                throw BrokerError(.invalidRequest, "\(name) must be a whole number from \(Int64(range.lowerBound)) to \(Int64(range.upperBound))")
+                throw BrokerError(
+                    .invalidRequest,
+                    "\(name) must be a whole number from \(Int64(range.lowerBound)) to \(Int64(range.upperBound))")
             }
             return number
         }
@@ -279,8 +287,9 @@ public struct RequestDecoder: Sendable {
                 }
                 compressed = flag
             }
-            var set = SetCommand(key: key, value: scanner.compactBytes(valueMember), ttl: try ttl(),
-                                 compressed: compressed)
+            var set = SetCommand(
+                key: key, value: scanner.compactBytes(valueMember), ttl: try ttl(),
+                compressed: compressed)
             if let member = object.member("ifAbsent"), !scanner.isNull(member) {
                 guard let flag = scanner.bool(member) else {
                     throw BrokerError(.invalidRequest, "ifAbsent must be a boolean")
@@ -303,17 +312,21 @@ public struct RequestDecoder: Sendable {
         case .wait:
             return .wait(key: try key(), timeout: try milliseconds("timeout") ?? 0)
         case .claim:
-            return .claim(key: try key(), ttl: try ttl(), wait: try milliseconds("wait"),
-                          refreshBefore: try milliseconds("refreshBefore"))
+            return .claim(
+                key: try key(), ttl: try ttl(), wait: try milliseconds("wait"),
+                refreshBefore: try milliseconds("refreshBefore"))
         case .unclaim:
-            guard let member = object.member("token") else { throw BrokerError(.invalidRequest, "unclaim needs a token") }
+            guard let member = object.member("token") else {
+                throw BrokerError(.invalidRequest, "unclaim needs a token")
+            }
             return .unclaim(key: try key(), token: UInt64(try wholeNumber(member, "token", in: 1...9e15)))
         case .barrier:
             guard let member = object.member("parties") else {
                 throw BrokerError(.invalidRequest, "barrier needs parties")
             }
-            return .barrier(key: try key(), parties: Int(try wholeNumber(member, "parties", in: 1...100_000)),
-                            timeout: try milliseconds("timeout") ?? 0)
+            return .barrier(
+                key: try key(), parties: Int(try wholeNumber(member, "parties", in: 1...100_000)),
+                timeout: try milliseconds("timeout") ?? 0)
         case .definePool:
             guard let pool = try nonEmptyString("pool") else { throw BrokerError(.invalidPool, "pool must be a name") }
             var capacity: Int?
@@ -342,7 +355,8 @@ public struct RequestDecoder: Sendable {
                 wait = number
             }
             return .leasePool(pool: pool, wait: wait, ttl: try ttl())
-        case .renew, .release where object.member("pool") != nil:
+        case .renew,
+            .release where object.member("pool") != nil:
             guard let pool = try nonEmptyString("pool") else { throw BrokerError(.unknownPool, "pool must be a name") }
             guard let indexMember = object.member("index"), let index = scanner.number(indexMember),
                 index == index.rounded(), index >= 0, index < 1e9,

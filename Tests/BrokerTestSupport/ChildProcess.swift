@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A real child process (the built CLI, node, a shell) with its output captured to files.
@@ -21,9 +21,10 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Launches `executable` with `arguments`; `environment` entries are added to (or, with `nil`, removed from)
     /// the test's own environment.
-    public init(_ executable: String, _ arguments: [String], environment: [String: String?] = [:],
-                directory: String? = nil) throws
-    {
+    public init(
+        _ executable: String, _ arguments: [String], environment: [String: String?] = [:],
+        directory: String? = nil
+    ) throws {
         let scratch = makeTemporaryDirectory()
         outputPath = scratch + "/stdout"
         errorPath = scratch + "/stderr"

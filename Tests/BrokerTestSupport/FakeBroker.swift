@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A test double of a broker: it accepts connections on a Unix socket and answers each request line as told.
@@ -30,7 +30,9 @@ public final class FakeBroker: @unchecked Sendable {
         path = makeTemporaryDirectory() + "/fake.sock"
         self.answer = answer
         listener = UnixSocket.make()
-        guard UnixSocket.bind(listener, to: path) == 0, listen(listener, 16) == 0 else { throw TestFailure("fake broker cannot listen") }
+        guard UnixSocket.bind(listener, to: path) == 0, listen(listener, 16) == 0 else {
+            throw TestFailure("fake broker cannot listen")
+        }
         let thread = Thread { [self] in acceptLoop() }
         thread.start()
     }

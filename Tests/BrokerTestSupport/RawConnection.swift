@@ -1,9 +1,9 @@
 import EphemeralWire
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A test's error: what went wrong, for the failure message.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The raw Unix-socket calls the test doubles share.
@@ -9,11 +9,11 @@ enum UnixSocket {
     /// A new stream socket that child processes do not inherit.
     static func make() -> Int32 {
         #if canImport(Glibc)
-        return socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            return socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         #else
-        let descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
-        if descriptor >= 0 { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
-        return descriptor
+            let descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
+            if descriptor >= 0 { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+            return descriptor
         #endif
     }
 
@@ -21,9 +21,9 @@ enum UnixSocket {
     static func connect(_ descriptor: Int32, to path: String) -> Int32 {
         withAddress(path) { address, length in
             #if canImport(Glibc)
-            Glibc.connect(descriptor, address, length)
+                Glibc.connect(descriptor, address, length)
             #else
-            Darwin.connect(descriptor, address, length)
+                Darwin.connect(descriptor, address, length)
             #endif
         }
     }
@@ -32,9 +32,9 @@ enum UnixSocket {
     static func bind(_ descriptor: Int32, to path: String) -> Int32 {
         withAddress(path) { address, length in
             #if canImport(Glibc)
-            Glibc.bind(descriptor, address, length)
+                Glibc.bind(descriptor, address, length)
             #else
-            Darwin.bind(descriptor, address, length)
+                Darwin.bind(descriptor, address, length)
             #endif
         }
     }

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Runs control commands as processes against one `serve` broker.
@@ -14,13 +14,16 @@ final class ControlHarness {
 
     init(maxItems: Int = 3) async throws {
         path = makeTemporaryDirectory() + "/c.sock"
-        server = try ChildProcess(brokerBinary, ["serve", "--socket", path, "--max-items", "\(maxItems)"],
-                                  environment: ["BROKER_SECRET": secret])
+        server = try ChildProcess(
+            brokerBinary, ["serve", "--socket", path, "--max-items", "\(maxItems)"],
+            environment: ["BROKER_SECRET": secret])
         guard try await server.firstLine() == path else { throw TestFailure("serve printed no path") }
     }
 
     /// Runs `ephemeral-broker ARGS` with the broker's environment.
-    func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> (status: Int32, out: String, err: String) {
+    func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> (
+        status: Int32, out: String, err: String
+    ) {
         var env: [String: String?] = ["EPHEMERAL_PIPE": path, "EPHEMERAL_SECRET": secret]
         for (key, value) in environment { env[key] = value }
         let child = try ChildProcess(brokerBinary, arguments, environment: env)
@@ -44,7 +47,9 @@ struct ControlCommandTests {
         #expect(try await broker.run(["get", "quoted", "--json"]).out == "\"42\"\n")
         let list = try await broker.run(["list", "--json"])
         #expect(list.status == 0)
-        let keys = (try JSONSerialization.jsonObject(with: Data(list.out.utf8)) as? [[String: Any]])?.compactMap { $0["key"] as? String }
+        let keys = (try JSONSerialization.jsonObject(with: Data(list.out.utf8)) as? [[String: Any]])?.compactMap {
+            $0["key"] as? String
+        }
         #expect(keys == ["config", "greeting", "quoted"])
         #expect(try await broker.run(["list"]).out.contains("greeting\texpires in "))
         #expect(try await broker.run(["del", "greeting"]).status == 0)
@@ -86,7 +91,9 @@ struct ControlCommandTests {
         #expect((try JSONSerialization.jsonObject(with: Data(stats.out.utf8)) as? [String: Any])?["items"] as? Int == 0)
         #expect(try await broker.run(["stats"]).out.contains("\"maxItems\" : 3"))
         let health = try await broker.run(["health", "--json"])
-        #expect((try JSONSerialization.jsonObject(with: Data(health.out.utf8)) as? [String: Any])?["status"] as? String == "healthy")
+        #expect(
+            (try JSONSerialization.jsonObject(with: Data(health.out.utf8)) as? [String: Any])?["status"] as? String
+                == "healthy")
         #expect(try await broker.run(["metrics"]).out.contains("# TYPE ephemeral_broker_requests_total counter"))
         #expect(try await broker.run(["metrics", "--json"]).out.hasPrefix(#"{"metrics":"#))
     }
@@ -108,8 +115,9 @@ struct CrossLanguageTests {
     @Test func nodeWritesSwiftReadsAndSwiftWritesNodeReads() async throws {
         let broker = try await ControlHarness(maxItems: 10_000)
         let env: [String: String?] = ["EPHEMERAL_PIPE": broker.path, "EPHEMERAL_SECRET": broker.secret]
-        let writer = try ChildProcess("/usr/bin/env", ["node", "Fixtures/node/compat-check.mjs"],
-                                      environment: env.merging(["COMPAT_WRITE_KEY": "from-node"]) { $1 }, directory: packageRoot)
+        let writer = try ChildProcess(
+            "/usr/bin/env", ["node", "Fixtures/node/compat-check.mjs"],
+            environment: env.merging(["COMPAT_WRITE_KEY": "from-node"]) { $1 }, directory: packageRoot)
         #expect(try await writer.wait() == 0, "\(writer.output)\(writer.errorOutput)")
         let raw = try await broker.run(["get", "from-node", "--json"])
         #expect(raw.status == 0)
@@ -119,10 +127,12 @@ struct CrossLanguageTests {
 
         let big = #"{"from":"swift","pad":""# + String(repeating: "s", count: 3000) + "\"}"
         #expect(try await broker.run(["set", "from-swift", big, "--ttl", "1m"]).status == 0)
-        let stored = try RawConnection(path: broker.path).signedRequest(#"{"action":"get","key":"from-swift"}"#, secret: broker.secret)
+        let stored = try RawConnection(path: broker.path).signedRequest(
+            #"{"action":"get","key":"from-swift"}"#, secret: broker.secret)
         #expect(stored.contains(#""compressed":true"#), "the Swift client compressed it as the original does")
-        let reader = try ChildProcess("/usr/bin/env", ["node", "Fixtures/node/compat-check.mjs"],
-                                      environment: env.merging(["COMPAT_READ_KEY": "from-swift"]) { $1 }, directory: packageRoot)
+        let reader = try ChildProcess(
+            "/usr/bin/env", ["node", "Fixtures/node/compat-check.mjs"],
+            environment: env.merging(["COMPAT_READ_KEY": "from-swift"]) { $1 }, directory: packageRoot)
         #expect(try await reader.wait() == 0, "\(reader.output)\(reader.errorOutput)")
         let line = reader.output.split(separator: "\n").first { $0.hasPrefix("compat-read: ") } ?? ""
         #expect(line == "compat-read: " + big)

@@ -3,13 +3,15 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("ephemeral-broker run, as a process")
 struct RunCommandTests {
     /// Runs the binary with a private TMPDIR so leftovers can be checked.
-    func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> (status: Int32, tmp: String, child: ChildProcess) {
+    func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> (
+        status: Int32, tmp: String, child: ChildProcess
+    ) {
         let tmp = makeTemporaryDirectory()
         var env = environment
         env["TMPDIR"] = tmp
@@ -22,7 +24,8 @@ struct RunCommandTests {
     }
 
     @Test func theChildGetsThePipeAndAFreshSecretAndNothingIsLeftBehind() async throws {
-        let script = #"test -S "$EPHEMERAL_PIPE" && printf '%s %s %s' "$EPHEMERAL_PIPE" "${#EPHEMERAL_SECRET}" "$(stat -c %a "$(dirname "$EPHEMERAL_PIPE")")""#
+        let script =
+            #"test -S "$EPHEMERAL_PIPE" && printf '%s %s %s' "$EPHEMERAL_PIPE" "${#EPHEMERAL_SECRET}" "$(stat -c %a "$(dirname "$EPHEMERAL_PIPE")")""#
         let result = try await run(["run", "--", "sh", "-c", script])
         #expect(result.status == 0, "\(result.child.errorOutput)")
         let fields = result.child.output.split(separator: " ")
@@ -37,10 +40,12 @@ struct RunCommandTests {
         let first = try await run(["run", "--", "sh", "-c", "printf %s \"$EPHEMERAL_SECRET\""]).child.output
         let second = try await run(["run", "--", "sh", "-c", "printf %s \"$EPHEMERAL_SECRET\""]).child.output
         #expect(first.count == 64 && second.count == 64 && first != second)
-        let none = try await run(["run", "--no-auth", "--", "sh", "-c", "printf %s \"${EPHEMERAL_SECRET-unset}\""],
-                           environment: ["EPHEMERAL_SECRET": "outer"])
+        let none = try await run(
+            ["run", "--no-auth", "--", "sh", "-c", "printf %s \"${EPHEMERAL_SECRET-unset}\""],
+            environment: ["EPHEMERAL_SECRET": "outer"])
         #expect(none.child.output == "unset")
-        let given = try await run(["run", "--", "sh", "-c", "printf %s \"$EPHEMERAL_SECRET\""], environment: ["BROKER_SECRET": "mine"])
+        let given = try await run(
+            ["run", "--", "sh", "-c", "printf %s \"$EPHEMERAL_SECRET\""], environment: ["BROKER_SECRET": "mine"])
         #expect(given.child.output == "mine")
     }
 
@@ -90,8 +95,10 @@ struct RunCommandTests {
     }
 
     @Test func environmentVariablesConfigureTheBroker() async throws {
-        let script = #"printf '{"action":"health"}\n' | python3 -c 'import socket,os,sys; s=socket.socket(socket.AF_UNIX); s.connect(os.environ["EPHEMERAL_PIPE"]); s.sendall(sys.stdin.buffer.read()); print(s.recv(65536).decode())'"#
-        let result = try await run(["run", "--no-auth", "--", "sh", "-c", script], environment: ["BROKER_MAX_ITEMS": "77"])
+        let script =
+            #"printf '{"action":"health"}\n' | python3 -c 'import socket,os,sys; s=socket.socket(socket.AF_UNIX); s.connect(os.environ["EPHEMERAL_PIPE"]); s.sendall(sys.stdin.buffer.read()); print(s.recv(65536).decode())'"#
+        let result = try await run(
+            ["run", "--no-auth", "--", "sh", "-c", script], environment: ["BROKER_MAX_ITEMS": "77"])
         #expect(result.status == 0, "\(result.child.errorOutput)")
         #expect(result.child.output.contains(#""maxItems":77"#))
     }
@@ -118,7 +125,8 @@ struct NodeCompatibilityTests {
         // A sweep during the script's 80 ms expiry wait would turn `expired` into `not_found`: push it out.
         for auth in [[String](), ["--no-auth"]] {
             let child = try ChildProcess(
-                brokerBinary, ["run", "--sweeper-interval", "1h"] + auth + ["--", "node", "Fixtures/node/compat-check.mjs"],
+                brokerBinary,
+                ["run", "--sweeper-interval", "1h"] + auth + ["--", "node", "Fixtures/node/compat-check.mjs"],
                 directory: packageRoot)
             #expect(try await child.wait() == 0, "\(child.output)\n\(child.errorOutput)")
             #expect(child.output.contains("checks passed"))
@@ -142,13 +150,18 @@ struct SecretLeakTests {
             "$B" metrics; "$B" get missing; "$B" set big "$(head -c 4000 /dev/zero | tr '\0' x)" --ttl 1m; \
             EPHEMERAL_SECRET=wrong "$B" ping; ps -eo args
             """#
-        let child = try ChildProcess(brokerBinary, ["run", "--debug", "--log-format", "json", "--max-value-size", "1000",
-                                                    "--", "sh", "-c", script],
-                                     environment: ["B": brokerBinary, "BROKER_SECRET": secret])
+        let child = try ChildProcess(
+            brokerBinary,
+            [
+                "run", "--debug", "--log-format", "json", "--max-value-size", "1000",
+                "--", "sh", "-c", script,
+            ],
+            environment: ["B": brokerBinary, "BROKER_SECRET": secret])
         #expect(try await child.wait(seconds: 60) == 0, "the script ends with ps, which succeeds")
         let everything = child.output + child.errorOutput
-        #expect(everything.contains("not_found") && everything.contains("too_large") && everything.contains("auth_failed"),
-                "the run exercised the error paths")
+        #expect(
+            everything.contains("not_found") && everything.contains("too_large") && everything.contains("auth_failed"),
+            "the run exercised the error paths")
         #expect(everything.contains("ephemeral_broker_requests_total"), "and the metrics")
         #expect(!everything.contains(secret), "the secret leaked into output, logs or process arguments")
     }

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("ephemeral-broker serve, as a process")
@@ -96,8 +96,10 @@ struct ServeCommandTests {
         let server = try ChildProcess(brokerBinary, ["serve"], environment: ["TMPDIR": tmp])
         let path = try await server.firstLine()
         defer { server.signal(SIGTERM) }
-        let probe = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); s.sendall(b'{\"action\":\"ping\"}\\n'); print('reply', s.recv(100))\nexcept OSError as e:\n print('refused', e.errno)"
-        let intruder = try ChildProcess(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", probe, path])
+        let probe =
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); s.sendall(b'{\"action\":\"ping\"}\\n'); print('reply', s.recv(100))\nexcept OSError as e:\n print('refused', e.errno)"
+        let intruder = try ChildProcess(
+            setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", probe, path])
         #expect(try await intruder.wait() == 0, "\(intruder.errorOutput)")
         #expect(intruder.output.hasPrefix("refused"), "another uid must not reach the broker: \(intruder.output)")
         let owner = try ChildProcess("/usr/bin/python3", ["-c", probe, path])
@@ -117,8 +119,11 @@ struct ServeCommandTests {
         #expect(try await server.firstLine() == path)
         defer { server.signal(SIGTERM) }
         chmod(path, 0o777)  // take the file-permission barrier away: only SO_PEERCRED stands in the way now
-        let probe = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ntry:\n s.sendall(b'{\"action\":\"ping\"}\\n'); data = s.recv(100)\nexcept OSError:\n data = b''\nprint('closed' if data == b'' else 'reply %r' % data)"
-        let intruder = try ChildProcess("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", probe, path])
+        let probe =
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ntry:\n s.sendall(b'{\"action\":\"ping\"}\\n'); data = s.recv(100)\nexcept OSError:\n data = b''\nprint('closed' if data == b'' else 'reply %r' % data)"
+        let intruder = try ChildProcess(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", probe, path])
         #expect(try await intruder.wait() == 0, "\(intruder.errorOutput)")
         #expect(intruder.output.hasPrefix("closed"), "the broker must close on another uid: \(intruder.output)")
         #expect(server.errorOutput.contains("refused a connection from another user"))

@@ -3,16 +3,19 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Compute once, counters, read limits and run hooks, across processes")
 struct ShareOnceProcessTests {
     /// Runs `script` (sh) under `ephemeral-broker run`, with `$B` the broker binary and `$T` a scratch directory.
-    func underBroker(_ script: String, arguments: [String] = []) async throws -> (status: Int32, child: ChildProcess, scratch: String) {
+    func underBroker(_ script: String, arguments: [String] = []) async throws -> (
+        status: Int32, child: ChildProcess, scratch: String
+    ) {
         let scratch = makeTemporaryDirectory()
-        let child = try ChildProcess(brokerBinary, ["run"] + arguments + ["--", "sh", "-c", script],
-                                     environment: ["B": brokerBinary, "T": scratch], directory: packageRoot)
+        let child = try ChildProcess(
+            brokerBinary, ["run"] + arguments + ["--", "sh", "-c", script],
+            environment: ["B": brokerBinary, "T": scratch], directory: packageRoot)
         return (try await child.wait(seconds: 120), child, scratch)
     }
 
@@ -22,7 +25,8 @@ struct ShareOnceProcessTests {
 
     @Test func sixteenProcessesComputeOnceAndAllGetTheSameValue() async throws {
         let compute = #"echo ran >> "$T/count"; sleep 0.3; echo "token-$$""#
-        let script = #"for i in $(seq 16); do "$B" shared auth --ttl 1h -- sh -c '\#(compute)' > "$T/out.$i" & done; wait"#
+        let script =
+            #"for i in $(seq 16); do "$B" shared auth --ttl 1h -- sh -c '\#(compute)' > "$T/out.$i" & done; wait"#
         let run = try await underBroker(script)
         #expect(run.status == 0, "\(run.child.errorOutput)")
         #expect(lines(run.scratch + "/count").count == 1, "the computation ran exactly once")
@@ -32,8 +36,10 @@ struct ShareOnceProcessTests {
 
     @Test func aFailedFirstComputationIsRetriedOnceAndStillRunsOnlyOnce() async throws {
         // The first process to compute fails; a waiting one takes over; nobody else computes.
-        let compute = #"if mkdir "$T/failed-once" 2>/dev/null; then sleep 0.2; exit 9; fi; echo ran >> "$T/count"; sleep 0.2; echo ok-$$"#
-        let script = #"for i in $(seq 16); do "$B" shared auth --ttl 1h -- sh -c '\#(compute)' > "$T/out.$i"; echo $? > "$T/status.$i" & done; wait"#
+        let compute =
+            #"if mkdir "$T/failed-once" 2>/dev/null; then sleep 0.2; exit 9; fi; echo ran >> "$T/count"; sleep 0.2; echo ok-$$"#
+        let script =
+            #"for i in $(seq 16); do "$B" shared auth --ttl 1h -- sh -c '\#(compute)' > "$T/out.$i"; echo $? > "$T/status.$i" & done; wait"#
         let run = try await underBroker(script)
         #expect(run.status == 0, "\(run.child.errorOutput)")
         #expect(lines(run.scratch + "/count").count == 1, "one success after one failure")
@@ -45,8 +51,10 @@ struct ShareOnceProcessTests {
 
     @Test func aComputingProcessSIGKILLedMidwayIsReplacedAndNobodyHangs() async throws {
         // The first computer kills its own `ephemeral-broker shared` process (its parent) with SIGKILL.
-        let compute = #"if mkdir "$T/killed-once" 2>/dev/null; then kill -9 $PPID; sleep 5; fi; echo ran >> "$T/count"; echo ok-$$"#
-        let script = #"for i in $(seq 8); do "$B" shared auth --ttl 1h --wait 60s -- sh -c '\#(compute)' > "$T/out.$i"; echo $? > "$T/status.$i" & done; wait"#
+        let compute =
+            #"if mkdir "$T/killed-once" 2>/dev/null; then kill -9 $PPID; sleep 5; fi; echo ran >> "$T/count"; echo ok-$$"#
+        let script =
+            #"for i in $(seq 8); do "$B" shared auth --ttl 1h --wait 60s -- sh -c '\#(compute)' > "$T/out.$i"; echo $? > "$T/status.$i" & done; wait"#
         let run = try await underBroker(script)
         #expect(run.status == 0, "\(run.child.errorOutput)")
         #expect(lines(run.scratch + "/count").count == 1, "another process computed, once")
@@ -55,14 +63,16 @@ struct ShareOnceProcessTests {
     }
 
     @Test func sixteenProcessesTimesAThousandIncrementsMakeSixteenThousand() async throws {
-        let script = #"for i in $(seq 16); do python3 Fixtures/python/incr_worker.py hits 1000 & done; wait; "$B" get hits"#
+        let script =
+            #"for i in $(seq 16); do python3 Fixtures/python/incr_worker.py hits 1000 & done; wait; "$B" get hits"#
         let run = try await underBroker(script)
         #expect(run.status == 0, "\(run.child.errorOutput)")
         #expect(run.child.output == "16000\n")
     }
 
     @Test func aReadLimitedValueIsReadByExactlyNOfMContenders() async throws {
-        let script = #""$B" set invite '"code-7"' --ttl 1m --max-reads 3; for i in $(seq 10); do ("$B" get invite > "$T/got.$i" 2>/dev/null; echo $? > "$T/status.$i") & done; wait"#
+        let script =
+            #""$B" set invite '"code-7"' --ttl 1m --max-reads 3; for i in $(seq 10); do ("$B" get invite > "$T/got.$i" 2>/dev/null; echo $? > "$T/status.$i") & done; wait"#
         let run = try await underBroker(script)
         #expect(run.status == 0, "\(run.child.errorOutput)")
         let statuses = (1...10).map { lines(run.scratch + "/status.\($0)").first ?? "" }
@@ -75,7 +85,8 @@ struct ShareOnceProcessTests {
         let before = #""$B" set seeded yes --ttl 1m && echo before >> "$T/order""#
         let after = #"echo "after $("$B" get seeded) $("$B" get late)" >> "$T/order""#
         // The child leaves a background worker behind: --after waits for it.
-        let script = #"echo child >> "$T/order"; (sleep 0.3; "$B" set late done --ttl 1m; echo worker >> "$T/order") & exit 3"#
+        let script =
+            #"echo child >> "$T/order"; (sleep 0.3; "$B" set late done --ttl 1m; echo worker >> "$T/order") & exit 3"#
         let run = try await underBroker(script, arguments: ["--before", before, "--after", after])
         #expect(run.status == 3, "the child's status stands")
         #expect(lines(run.scratch + "/order") == ["before", "child", "worker", "after yes done"])
@@ -94,7 +105,8 @@ struct ShareOnceProcessTests {
     }
 
     @Test func incrAndWaitCommands() async throws {
-        let script = #""$B" incr n; "$B" incr n --by 10; "$B" set word '"x"' --ttl 1m; "$B" incr word; echo "status $?"; ("$B" wait ready --wait 20s > "$T/waited") & "$B" set ready 42 --ttl 1m; wait; cat "$T/waited"; "$B" wait never --wait 100ms; echo "status $?""#
+        let script =
+            #""$B" incr n; "$B" incr n --by 10; "$B" set word '"x"' --ttl 1m; "$B" incr word; echo "status $?"; ("$B" wait ready --wait 20s > "$T/waited") & "$B" set ready 42 --ttl 1m; wait; cat "$T/waited"; "$B" wait never --wait 100ms; echo "status $?""#
         let run = try await underBroker(script)
         #expect(run.child.output == "1\n11\nstatus 1\n42\nstatus 1\n", "\(run.child.errorOutput)")
         #expect(run.child.errorOutput.contains("not_a_number") && run.child.errorOutput.contains("timeout"))

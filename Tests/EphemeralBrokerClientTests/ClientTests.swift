@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real broker process (`ephemeral-broker serve`) on a fixed socket path.
@@ -72,7 +72,8 @@ struct ClientTests {
         #expect(stats.items == 3 && stats.capacity.maxItems == 5)
         let health = try await client.health()
         #expect(health.status == "healthy" && !health.connections.draining)
-        #expect(try await client.metrics().contains(#"ephemeral_broker_operations_total{action="set",result="success"} 3"#))
+        #expect(
+            try await client.metrics().contains(#"ephemeral_broker_operations_total{action="set",result="success"} 3"#))
         #expect(try await client.lease("pool", workerId: "w1") == 0)
         #expect(try await client.lease("pool", workerId: "w2", ttl: .seconds(30)) == 1)
         #expect(try await client.release(workerId: "w1"))
@@ -83,13 +84,19 @@ struct ClientTests {
         #expect(await code { _ = try await client.getJSON("n") } == "not_found")
         #expect(await code { try await client.set("x", 1, ttl: nil) } == "ttl_required")
         #expect(await code { _ = try await client.lease("other", workerId: "w2") } == "worker_already_has_lease")
-        #expect(await code { try await client.set("big", String(repeating: "x", count: 3000), ttl: .seconds(1)) } == "too_large")
+        #expect(
+            await code { try await client.set("big", String(repeating: "x", count: 3000), ttl: .seconds(1)) }
+                == "too_large")
         #expect(await code { _ = try await client.get("account", as: Int.self) } == "invalid_value")
-        #expect(await code { try await client.setJSON("bad", json: Array("{".utf8), ttl: .seconds(1)) } == "invalid_value")
+        #expect(
+            await code { try await client.setJSON("bad", json: Array("{".utf8), ttl: .seconds(1)) } == "invalid_value")
 
         try await client.set("short", "s", ttl: .milliseconds(30))
         var outcome: String?
-        let expired = await waitUntilAsync { outcome = await code { _ = try await client.getJSON("short") }; return outcome != nil }
+        let expired = await waitUntilAsync {
+            outcome = await code { _ = try await client.getJSON("short") }
+            return outcome != nil
+        }
         #expect(expired && outcome == "expired")
         #expect(await code { _ = try await client.getJSON("short") } == "not_found")
 
@@ -175,13 +182,16 @@ struct FakeBrokerTests {
         let unsigned = try FakeBroker { _ in .write(#"{"ok":true,"id":$ID,"pong":1}"# + "\n") }
         defer { unsigned.stop() }
         #expect(await code { try await client(unsigned, secret: secret).ping() } == "bad_reply_signature")
-        let wrong = try FakeBroker { _ in .write(#"{"ok":true,"pong":1,"hmac":""# + String(repeating: "ab", count: 32) + "\"}\n") }
+        let wrong = try FakeBroker { _ in
+            .write(#"{"ok":true,"pong":1,"hmac":""# + String(repeating: "ab", count: 32) + "\"}\n")
+        }
         defer { wrong.stop() }
         #expect(await code { try await client(wrong, secret: secret).ping() } == "bad_reply_signature")
         // Signed with the right secret but for another request's nonce: a replayed reply.
         let body = #"{"ok":true,"pong":1"#
         let mac = Array(body.utf8).withUnsafeBytes {
-            JSONLineWriter.replyMAC(signer: FrameSigner(secret: secret), nonce: "another-nonce", replyWithoutMAC: $0, closingBrace: true)
+            JSONLineWriter.replyMAC(
+                signer: FrameSigner(secret: secret), nonce: "another-nonce", replyWithoutMAC: $0, closingBrace: true)
         }
         let replayed = try FakeBroker { _ in .write(body + #","hmac":""# + mac + "\"}\n") }
         defer { replayed.stop() }
@@ -190,7 +200,9 @@ struct FakeBrokerTests {
 
     @Test func garbageIsAClearErrorAndTheClientRecovers() async throws {
         let count = Counter()
-        let fake = try FakeBroker { _ in count.next() == 0 ? .write("garbage\n") : .write(#"{"ok":true,"id":$ID,"pong":1}"# + "\n") }
+        let fake = try FakeBroker { _ in
+            count.next() == 0 ? .write("garbage\n") : .write(#"{"ok":true,"id":$ID,"pong":1}"# + "\n")
+        }
         defer { fake.stop() }
         let client = client(fake)
         #expect(await code { try await client.ping() } == "invalid_reply")
@@ -216,23 +228,31 @@ struct FakeBrokerTests {
         let count = Counter()
         let fake = try FakeBroker { line in
             if count.next() == 0 { return .writeThenClose(#"{"ok":true,"rele"#) }
-            return .write(line.contains("release") ? #"{"ok":true,"id":$ID,"released":true}"# + "\n" : #"{"ok":true,"id":$ID,"pong":1}"# + "\n")
+            return .write(
+                line.contains("release")
+                    ? #"{"ok":true,"id":$ID,"released":true}"# + "\n" : #"{"ok":true,"id":$ID,"pong":1}"# + "\n")
         }
         defer { fake.stop() }
         let client = client(fake)
-        #expect(await code { try await client.release(workerId: "w") } == "connection_failed", "release is never sent twice")
+        #expect(
+            await code { try await client.release(workerId: "w") } == "connection_failed", "release is never sent twice"
+        )
         let again = Counter()
-        let flaky = try FakeBroker { _ in again.next() == 0 ? .close : .write(#"{"ok":true,"id":$ID,"pong":1}"# + "\n") }
+        let flaky = try FakeBroker { _ in again.next() == 0 ? .close : .write(#"{"ok":true,"id":$ID,"pong":1}"# + "\n")
+        }
         defer { flaky.stop() }
-        #expect(await code { try await self.client(flaky).ping() } == nil, "ping is idempotent: retried on a new connection")
+        #expect(
+            await code { try await self.client(flaky).ping() } == nil, "ping is idempotent: retried on a new connection"
+        )
     }
 
     @Test func anOutOfTurnReplyDoesNotReachTheWrongCaller() async throws {
         // Every request gets two replies: the second is out of turn.
         let fake = try FakeBroker { line in
             let key = line.contains("\"a\"") ? "a" : "b"
-            return .write(#"{"ok":true,"id":$ID,"value":"\#(key)","compressed":false}"# + "\n"
-                + #"{"ok":true,"id":0,"value":"intruder","compressed":false}"# + "\n")
+            return .write(
+                #"{"ok":true,"id":$ID,"value":"\#(key)","compressed":false}"# + "\n"
+                    + #"{"ok":true,"id":0,"value":"intruder","compressed":false}"# + "\n")
         }
         defer { fake.stop() }
         let client = client(fake)

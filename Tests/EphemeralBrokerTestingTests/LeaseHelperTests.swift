@@ -135,7 +135,10 @@ struct SharedValueTests {
         }
         await gate.release()
         var latest = ""
-        let refreshed = await waitUntilAsync { latest = (try? await client.get("token", as: String.self)) ?? ""; return latest == "v2" }
+        let refreshed = await waitUntilAsync {
+            latest = (try? await client.get("token", as: String.self)) ?? ""
+            return latest == "v2"
+        }
         #expect(refreshed, "the refresh stored its value (last read \(latest))")
     }
 
@@ -154,7 +157,8 @@ struct SharedValueTests {
         } catch let error as BrokerError {
             #expect(error.code == .tooLarge)
         }
-        #expect(try await client.shared("huge", ttl: .seconds(60)) { "small" } == "small", "the failed claim was released")
+        #expect(
+            try await client.shared("huge", ttl: .seconds(60)) { "small" } == "small", "the failed claim was released")
     }
 
     @Test func theValueCanSetItsOwnExpiry() async throws {
@@ -173,7 +177,9 @@ struct SharedValueTests {
         async let waited: Int = client.wait(forKey: "ready", timeout: .seconds(20))
         try await client.set("ready", 7, ttl: .seconds(60))
         #expect(try await waited == 7)
-        await #expect(throws: BrokerError.self) { _ = try await client.wait(forKey: "never", timeout: .milliseconds(50), as: Int.self) }
+        await #expect(throws: BrokerError.self) {
+            _ = try await client.wait(forKey: "never", timeout: .milliseconds(50), as: Int.self)
+        }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<4 { group.addTask { try await client.barrier("seeded", parties: 4, timeout: .seconds(20)) } }

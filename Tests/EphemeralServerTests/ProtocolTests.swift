@@ -17,8 +17,12 @@ struct ProtocolTests {
         #expect(pong["ok"] as? Bool == true)
         #expect((pong["pong"] as? NSNumber)?.int64Value == now)
 
-        #expect(try unversioned(try connection.request(#"{"action":"set","key":"k","value":{"a": [1, "é"]},"ttl":1000}"#)) == #"{"ok":true}"#)
-        #expect(try unversioned(try connection.request(#"{"action":"get","key":"k"}"#)) == #"{"ok":true,"value":{"a":[1,"é"]},"compressed":false}"#)
+        #expect(
+            try unversioned(try connection.request(#"{"action":"set","key":"k","value":{"a": [1, "é"]},"ttl":1000}"#))
+                == #"{"ok":true}"#)
+        #expect(
+            try unversioned(try connection.request(#"{"action":"get","key":"k"}"#))
+                == #"{"ok":true,"value":{"a":[1,"é"]},"compressed":false}"#)
 
         let list = try json(try connection.request(#"{"action":"list"}"#))
         let items = try #require(list["items"] as? [String: [String: Any]])
@@ -45,8 +49,12 @@ struct ProtocolTests {
         #expect(connections["open"] as? Int == 1)
 
         #expect(try connection.request(#"{"action":"lease","key":"p","workerId":"w1"}"#) == #"{"ok":true,"value":0}"#)
-        #expect(try connection.request(#"{"action":"lease","key":"p","workerId":"w2","ttl":500}"#) == #"{"ok":true,"value":1}"#)
-        #expect(try errorName(try connection.request(#"{"action":"lease","key":"q","workerId":"w1"}"#)) == "worker_already_has_lease")
+        #expect(
+            try connection.request(#"{"action":"lease","key":"p","workerId":"w2","ttl":500}"#)
+                == #"{"ok":true,"value":1}"#)
+        #expect(
+            try errorName(try connection.request(#"{"action":"lease","key":"q","workerId":"w1"}"#))
+                == "worker_already_has_lease")
         #expect(try connection.request(#"{"action":"release","workerId":"w1"}"#) == #"{"ok":true,"released":true}"#)
         #expect(try connection.request(#"{"action":"release","workerId":"w1"}"#) == #"{"ok":true,"released":false}"#)
 
@@ -80,27 +88,38 @@ struct ProtocolTests {
     }
 
     @Test func badInputGetsNamedErrorsAndChangesNothing() async throws {
-        let harness = try await BrokerHarness.start { $0.store.maxItems = 2; $0.store.maxValueSize = 16; $0.maxRequestSize = 256 }
+        let harness = try await BrokerHarness.start {
+            $0.store.maxItems = 2
+            $0.store.maxValueSize = 16
+            $0.maxRequestSize = 256
+        }
         defer { Task { await harness.broker.shutdown() } }
         let connection = try harness.connect()
         _ = try connection.request(#"{"action":"set","key":"keep","value":"original","ttl":60000}"#)
         let cases: [(String, String)] = [
             ("{not json", "invalid_json"), ("null", "invalid_request"), ("[1]", "invalid_request"),
-            ("42", "invalid_request"), (#"{"key":"keep"}"#, "invalid_request"), (#"{"action":"nope"}"#, "unknown_action"),
-            (#"{"action":"get"}"#, "key_required"), (#"{"action":"set","key":"keep","value":1,"ttl":"5"}"#, "invalid_ttl"),
+            ("42", "invalid_request"), (#"{"key":"keep"}"#, "invalid_request"),
+            (#"{"action":"nope"}"#, "unknown_action"),
+            (#"{"action":"get"}"#, "key_required"),
+            (#"{"action":"set","key":"keep","value":1,"ttl":"5"}"#, "invalid_ttl"),
             (#"{"action":"set","key":"keep","value":1,"ttl":-5}"#, "invalid_ttl"),
             (#"{"action":"set","key":"keep","value":1}"#, "ttl_required"),
             (#"{"action":"set","key":"keep","value":"0123456789abcdefXYZ","ttl":5}"#, "too_large"),
             (#"{"action":"set","key":"keep","value":"!!","ttl":5,"compressed":true}"#, "invalid_compressed_value"),
-            (#"{"action":"lease","key":"p"}"#, "key_and_worker_required"), (#"{"action":"release"}"#, "worker_required"),
+            (#"{"action":"lease","key":"p"}"#, "key_and_worker_required"),
+            (#"{"action":"release"}"#, "worker_required"),
             (String(repeating: "x", count: 300), "too_large"),
         ]
         for (line, expected) in cases {
             #expect(try errorName(try connection.request(line)) == expected, "\(line)")
         }
         _ = try connection.request(#"{"action":"set","key":"second","value":2,"ttl":60000}"#)
-        #expect(try errorName(try connection.request(#"{"action":"set","key":"third","value":3,"ttl":60000}"#)) == "max_items")
-        #expect(try unversioned(try connection.request(#"{"action":"get","key":"keep"}"#)) == #"{"ok":true,"value":"original","compressed":false}"#)
+        #expect(
+            try errorName(try connection.request(#"{"action":"set","key":"third","value":3,"ttl":60000}"#))
+                == "max_items")
+        #expect(
+            try unversioned(try connection.request(#"{"action":"get","key":"keep"}"#))
+                == #"{"ok":true,"value":"original","compressed":false}"#)
         let stats = try json(try connection.request(#"{"action":"stats"}"#))["stats"] as? [String: Any]
         #expect(stats?["items"] as? Int == 2)
         #expect(stats?["leases"] as? Int == 0)
@@ -129,7 +148,9 @@ struct ProtocolTests {
         let line = Array((#"{"action":"set","key":"ключ😀","value":"värde 😀","ttl":60000}"# + "\n").utf8)
         for byte in line { try connection.send([byte]) }
         #expect(try unversioned(try connection.readLine()) == #"{"ok":true}"#)
-        #expect(try unversioned(try connection.request(#"{"action":"get","key":"ключ😀"}"#)) == #"{"ok":true,"value":"värde 😀","compressed":false}"#)
+        #expect(
+            try unversioned(try connection.request(#"{"action":"get","key":"ключ😀"}"#))
+                == #"{"ok":true,"value":"värde 😀","compressed":false}"#)
     }
 
     @Test func anOversizedLineIsRefusedAndTheConnectionGoesOn() async throws {
@@ -155,11 +176,14 @@ struct ProtocolTests {
             let vanishing = try harness.connect()
             try vanishing.send(#"{"action":"set","key":"k","value":"half"#)
         }
-        #expect(try await waitFor {
-            let health = try json(try steady.request(#"{"action":"health"}"#))
-            return (health["connections"] as? [String: Any])?["open"] as? Int == 1
-        })
-        #expect(try unversioned(try steady.request(#"{"action":"get","key":"k"}"#)) == #"{"ok":true,"value":1,"compressed":false}"#)
+        #expect(
+            try await waitFor {
+                let health = try json(try steady.request(#"{"action":"health"}"#))
+                return (health["connections"] as? [String: Any])?["open"] as? Int == 1
+            })
+        #expect(
+            try unversioned(try steady.request(#"{"action":"get","key":"k"}"#))
+                == #"{"ok":true,"value":1,"compressed":false}"#)
     }
 
     @Test func drainAnswersDrainingThenStopRemovesEverything() async throws {
@@ -202,15 +226,24 @@ struct SigningTests {
         let harness = try await BrokerHarness.start { $0.secret = "test-secret" }
         defer { Task { await harness.broker.shutdown() } }
         let connection = try harness.connect()
-        #expect(try errorName(try connection.request(#"{"action":"set","key":"k","value":1,"ttl":60000}"#)) == "auth_failed")
-        #expect(try errorName(try connection.signedRequest(#"{"action":"set","key":"k","value":1,"ttl":60000}"#, secret: "wrong")) == "auth_failed")
+        #expect(
+            try errorName(try connection.request(#"{"action":"set","key":"k","value":1,"ttl":60000}"#)) == "auth_failed"
+        )
+        #expect(
+            try errorName(
+                try connection.signedRequest(#"{"action":"set","key":"k","value":1,"ttl":60000}"#, secret: "wrong"))
+                == "auth_failed")
         let reply = try connection.signedRequest(#"{"action":"get","key":"k"}"#, secret: secret)
         #expect(try errorName(reply) == "not_found", "the refused sets stored nothing")
-        #expect(try errorName(try connection.signedRequest(#"{"action":"set","key":"k","value":1,"ttl":60000}"#, secret: secret)) == nil)
+        #expect(
+            try errorName(
+                try connection.signedRequest(#"{"action":"set","key":"k","value":1,"ttl":60000}"#, secret: secret))
+                == nil)
         let signed = try connection.signedRequest(#"{"action":"get","key":"k"}"#, secret: secret)
         let body = String(signed.dropLast(#","hmac":""#.count + 64 + 2)) + "}"
         let expected = Array(body.utf8).withUnsafeBytes {
-            JSONLineWriter.replyMAC(signer: FrameSigner(secret: secret), nonce: nil, replyWithoutMAC: $0, closingBrace: false)
+            JSONLineWriter.replyMAC(
+                signer: FrameSigner(secret: secret), nonce: nil, replyWithoutMAC: $0, closingBrace: false)
         }
         #expect(signed == String(body.dropLast()) + #","hmac":""# + expected + #""}"#)
     }
@@ -228,7 +261,10 @@ struct SigningTests {
     }
 
     @Test func requireNonceRefusesTheOriginalClientsForm() async throws {
-        let harness = try await BrokerHarness.start { $0.secret = "test-secret"; $0.requireNonce = true }
+        let harness = try await BrokerHarness.start {
+            $0.secret = "test-secret"
+            $0.requireNonce = true
+        }
         defer { Task { await harness.broker.shutdown() } }
         let connection = try harness.connect()
         #expect(try errorName(try connection.signedRequest(#"{"action":"ping"}"#, secret: secret)) == "auth_failed")
@@ -286,10 +322,11 @@ struct ResourceLimitTests {
         #expect(refused.readsEndOfFile())
         #expect(try errorName(try first.request(#"{"action":"ping"}"#)) == nil, "the others keep being served")
         second = nil
-        #expect(try await waitFor {
-            let health = try json(try first.request(#"{"action":"health"}"#))
-            return (health["connections"] as? [String: Any])?["open"] as? Int == 1
-        })
+        #expect(
+            try await waitFor {
+                let health = try json(try first.request(#"{"action":"health"}"#))
+                return (health["connections"] as? [String: Any])?["open"] as? Int == 1
+            })
         let admitted = try harness.connect()
         #expect(try errorName(try admitted.request(#"{"action":"ping"}"#)) == nil, "a freed place is reused")
         let text = try json(try first.request(#"{"action":"metrics"}"#))["metrics"] as? String ?? ""

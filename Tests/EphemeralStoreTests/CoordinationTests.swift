@@ -6,10 +6,10 @@ import Testing
 struct CoordinationTests {
     let t0: Int64 = 50_000
 
-
-    func set(_ store: inout Store, _ key: String, _ json: String, ifAbsent: Bool = false, ifVersion: UInt64? = nil,
-             maxReads: Int? = nil) throws -> Store.SetResult
-    {
+    func set(
+        _ store: inout Store, _ key: String, _ json: String, ifAbsent: Bool = false, ifVersion: UInt64? = nil,
+        maxReads: Int? = nil
+    ) throws -> Store.SetResult {
         var command = SetCommand(key: key, value: Array(json.utf8), ttl: 60_000)
         command.ifAbsent = ifAbsent
         command.ifVersion = ifVersion
@@ -37,7 +37,9 @@ struct CoordinationTests {
         let second = try set(&store, "k", "4", ifVersion: first.version)
         #expect(second.version > first.version)
         #expect(code { _ = try set(&store, "k", "5", ifVersion: first.version) } == "version_mismatch", "stale version")
-        #expect(try store.get("k", now: t0) == Store.Value(json: Array("4".utf8), compressed: false, version: second.version))
+        #expect(
+            try store.get("k", now: t0)
+                == Store.Value(json: Array("4".utf8), compressed: false, version: second.version))
     }
 
     @Test func readLimitedValuesDisappearAfterTheirLastRead() throws {
@@ -65,11 +67,25 @@ struct CoordinationTests {
 
     @Test func oneClaimerComputesTheRestWaitAndAFailureHandsOver() throws {
         var store = Store()
-        guard case .claimed(let token) = try store.claim("tok", owner: 1, ttl: 5000, wait: 1000, refreshBefore: nil, now: t0).0
-        else { Issue.record("the first caller computes"); return }
-        guard case .queued(let second, _) = try store.claim("tok", owner: 2, ttl: 5000, wait: 1000, refreshBefore: nil, now: t0).0,
-            case .queued(let third, _) = try store.claim("tok", owner: 3, ttl: 5000, wait: 1000, refreshBefore: nil, now: t0).0
-        else { Issue.record("later callers wait"); return }
+        guard
+            case .claimed(let token) = try store.claim(
+                "tok", owner: 1, ttl: 5000, wait: 1000, refreshBefore: nil, now: t0
+            ).0
+        else {
+            Issue.record("the first caller computes")
+            return
+        }
+        guard
+            case .queued(let second, _) = try store.claim(
+                "tok", owner: 2, ttl: 5000, wait: 1000, refreshBefore: nil, now: t0
+            ).0,
+            case .queued(let third, _) = try store.claim(
+                "tok", owner: 3, ttl: 5000, wait: 1000, refreshBefore: nil, now: t0
+            ).0
+        else {
+            Issue.record("later callers wait")
+            return
+        }
         let handover = store.unclaim("tok", token: token, now: t0 + 10)
         guard case .claimed(let waiter, _, let newToken) = handover.first, waiter == second else {
             Issue.record("the first waiter takes over: \(handover)")
@@ -91,11 +107,19 @@ struct CoordinationTests {
         _ = try store.claim("k", owner: 1, ttl: 100, wait: 0, refreshBefore: nil, now: t0)
         _ = try store.claim("k", owner: 2, ttl: 100, wait: 5000, refreshBefore: nil, now: t0)
         let gone = store.releaseAll(owner: 1, now: t0 + 1).wakeups
-        guard case .claimed = gone.first else { Issue.record("owner 2 takes over: \(gone)"); return }
+        guard case .claimed = gone.first else {
+            Issue.record("owner 2 takes over: \(gone)")
+            return
+        }
         _ = try store.claim("k", owner: 3, ttl: 100, wait: 5000, refreshBefore: nil, now: t0 + 1)
         let lapsed = store.sweep(now: t0 + 101).wakeups
-        guard case .claimed = lapsed.first else { Issue.record("owner 3 takes over after the lapse: \(lapsed)"); return }
-        #expect(code { _ = try store.claim("k", owner: 4, ttl: 100, wait: 0, refreshBefore: nil, now: t0 + 102) } == "timeout")
+        guard case .claimed = lapsed.first else {
+            Issue.record("owner 3 takes over after the lapse: \(lapsed)")
+            return
+        }
+        #expect(
+            code { _ = try store.claim("k", owner: 4, ttl: 100, wait: 0, refreshBefore: nil, now: t0 + 102) }
+                == "timeout")
     }
 
     @Test func eagerRefreshHandsOutTheValueAndOneRefreshClaim() throws {
@@ -104,12 +128,24 @@ struct CoordinationTests {
         command.ifAbsent = false
         try store.set(command, now: t0)
         guard case .value = try store.claim("tok", owner: 1, ttl: 500, wait: 0, refreshBefore: 200, now: t0 + 700).0
-        else { Issue.record("outside the window: just the value"); return }
-        guard case .refresh(let value, _, _) = try store.claim("tok", owner: 1, ttl: 500, wait: 0, refreshBefore: 200, now: t0 + 850).0
-        else { Issue.record("inside the window: the value and the refresh"); return }
+        else {
+            Issue.record("outside the window: just the value")
+            return
+        }
+        guard
+            case .refresh(let value, _, _) = try store.claim(
+                "tok", owner: 1, ttl: 500, wait: 0, refreshBefore: 200, now: t0 + 850
+            ).0
+        else {
+            Issue.record("inside the window: the value and the refresh")
+            return
+        }
         #expect(value.json == Array(#""v1""#.utf8))
         guard case .value = try store.claim("tok", owner: 2, ttl: 500, wait: 0, refreshBefore: 200, now: t0 + 860).0
-        else { Issue.record("others keep getting the value while one refreshes"); return }
+        else {
+            Issue.record("others keep getting the value while one refreshes")
+            return
+        }
     }
 
     @Test func barriersReleaseEveryPartyOnceAllArrive() throws {
@@ -123,6 +159,8 @@ struct CoordinationTests {
         let timedOut = try store.arrive("again", parties: 2, owner: 1, wait: 10)
         let withdrawn = store.cancelWait(timedOut.waiter)
         #expect(withdrawn)
-        #expect(try store.arrive("again", parties: 2, owner: 2, wait: 10).wakeups.isEmpty, "a withdrawn arrival does not count")
+        #expect(
+            try store.arrive("again", parties: 2, owner: 2, wait: 10).wakeups.isEmpty,
+            "a withdrawn arrival does not count")
     }
 }

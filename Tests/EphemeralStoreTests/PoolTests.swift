@@ -6,7 +6,6 @@ import Testing
 struct PoolTests {
     let t0: Int64 = 10_000
 
-
     func granted(_ outcome: (PoolLeaseOutcome, [WaiterGrant])) -> PoolGrant? {
         if case .granted(let grant) = outcome.0 { return grant }
         return nil
@@ -19,12 +18,14 @@ struct PoolTests {
 
     @Test func itemsFencesAndFirstComeFirstServed() throws {
         var store = Store()
-        try store.definePool("accounts", capacity: nil, items: [Array(#"{"user":"a"}"#.utf8), Array(#"{"user":"b"}"#.utf8)])
+        try store.definePool(
+            "accounts", capacity: nil, items: [Array(#"{"user":"a"}"#.utf8), Array(#"{"user":"b"}"#.utf8)])
         let first = try #require(granted(try store.leasePool("accounts", owner: 1, wait: 0, ttl: 60_000, now: t0)))
         let second = try #require(granted(try store.leasePool("accounts", owner: 2, wait: 0, ttl: 60_000, now: t0)))
         #expect(first.index == 0 && first.item == Array(#"{"user":"a"}"#.utf8) && first.fence == 1)
         #expect(second.index == 1 && second.fence == 2)
-        #expect(code { _ = try store.leasePool("accounts", owner: 3, wait: 0, ttl: 60_000, now: t0) } == "pool_exhausted")
+        #expect(
+            code { _ = try store.leasePool("accounts", owner: 3, wait: 0, ttl: 60_000, now: t0) } == "pool_exhausted")
         let w3 = try #require(waiter(try store.leasePool("accounts", owner: 3, wait: 5000, ttl: 60_000, now: t0)))
         let w4 = try #require(waiter(try store.leasePool("accounts", owner: 4, wait: 5000, ttl: 60_000, now: t0 + 1)))
         let afterSecond = try store.releasePool("accounts", index: 1, fence: 2, now: t0 + 10)
@@ -79,7 +80,9 @@ struct PoolTests {
         #expect(lapsed.map(\.waiter) == [w])
         #expect(lapsed.first?.grant.fence == lease.fence + 1)
         #expect(code { _ = try store.releasePool("p", index: 0, fence: lease.fence, now: t0 + 200) } == "stale_fence")
-        #expect(code { _ = try store.renewPool("p", index: 0, fence: lease.fence, ttl: 100, now: t0 + 200) } == "stale_fence")
+        #expect(
+            code { _ = try store.renewPool("p", index: 0, fence: lease.fence, ttl: 100, now: t0 + 200) }
+                == "stale_fence")
         #expect(store.poolSummaries().first?.expired == 1)
     }
 

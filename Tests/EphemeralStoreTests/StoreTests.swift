@@ -12,7 +12,6 @@ struct StoreTests {
         try store.set(SetCommand(key: key, value: Array(value.utf8), ttl: ttl), now: now)
     }
 
-
     @Test func ttlExpiryIsReportedOnceThenNotFound() throws {
         var store = Store()
         try set(&store, "k", "\"v\"", ttl: 100, at: t0)
@@ -108,11 +107,13 @@ struct StoreTests {
         try store.set(SetCommand(key: "c", value: small, ttl: 10, compressed: true), now: t0)
         #expect(try store.get("c", now: t0).compressed)
         let big = ValueCompression.compress(Array(("\"" + String(repeating: "a", count: 5000) + "\"").utf8))
-        #expect(code { try store.set(SetCommand(key: "d", value: big, ttl: 10, compressed: true), now: t0) }
-            == "too_large")
-        #expect(code {
-            try store.set(SetCommand(key: "d", value: Array("\"!!\"".utf8), ttl: 10, compressed: true), now: t0)
-        } == "invalid_compressed_value")
+        #expect(
+            code { try store.set(SetCommand(key: "d", value: big, ttl: 10, compressed: true), now: t0) }
+                == "too_large")
+        #expect(
+            code {
+                try store.set(SetCommand(key: "d", value: Array("\"!!\"".utf8), ttl: 10, compressed: true), now: t0)
+            } == "invalid_compressed_value")
         #expect(code { _ = try store.get("d", now: t0) } == "not_found")
     }
 }
@@ -120,7 +121,6 @@ struct StoreTests {
 @Suite("Original leases on a fake clock")
 struct OriginalLeaseTests {
     let t0: Int64 = 5_000
-
 
     @Test func lowestFreeIntegerRenewAndRelease() throws {
         var store = Store()

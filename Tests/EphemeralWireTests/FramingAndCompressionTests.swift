@@ -39,7 +39,10 @@ struct LineFrameDecoderTests {
 
     @Test func anOversizedLineInOneChunk() throws {
         #expect(try frames([Array((String(repeating: "y", count: 17) + "\nz\n").utf8)]) == ["<oversized>", "z"])
-        #expect(try frames([Array((String(repeating: "y", count: 16) + "\r\n").utf8)]) == [String(repeating: "y", count: 16)])
+        #expect(
+            try frames([Array((String(repeating: "y", count: 16) + "\r\n").utf8)]) == [
+                String(repeating: "y", count: 16)
+            ])
     }
 }
 

@@ -27,9 +27,11 @@ struct RequestDecoderTests {
         #expect(try decode(#" {"action":"get","key":"k"} "#).command.get() == .get(key: "k"))
         #expect(try decode(#"{"action":"del","key":"k"}"#).command.get() == .del(key: "k"))
         let set = try decode(#"{"action":"set","key":"k","value":{ "a" : [1, 2.5e3, "x y"] },"ttl":100}"#)
-        #expect(try set.command.get() == .set(SetCommand(key: "k", value: Array(#"{"a":[1,2.5e3,"x y"]}"#.utf8), ttl: 100)))
-        #expect(try decode(#"{"action":"lease","key":"p","workerId":"w","ttl":5}"#).command.get()
-            == .lease(key: "p", workerId: "w", ttl: 5))
+        #expect(
+            try set.command.get() == .set(SetCommand(key: "k", value: Array(#"{"a":[1,2.5e3,"x y"]}"#.utf8), ttl: 100)))
+        #expect(
+            try decode(#"{"action":"lease","key":"p","workerId":"w","ttl":5}"#).command.get()
+                == .lease(key: "p", workerId: "w", ttl: 5))
         #expect(try decode(#"{"action":"release","workerId":"w"}"#).command.get() == .release(workerId: "w"))
         for action in ["list", "stats", "health", "metrics"] {
             #expect(try decode(#"{"action":"\#(action)"}"#).action?.rawValue == action)
@@ -57,8 +59,9 @@ struct RequestDecoderTests {
         #expect(code(#"{"action":"release"}"#) == "worker_required")
         #expect(code("{\"action\":\"get\",\"key\":\"a\u{01}\"}") == "invalid_json")
         #expect(code(#"{"action":"get","key":"\ud800"}"#) == "invalid_json")
-        #expect(code(String(repeating: "[", count: 1000) + String(repeating: "]", count: 1000)) == "invalid_request"
-            || code(String(repeating: "[", count: 1000)) == "invalid_json")
+        #expect(
+            code(String(repeating: "[", count: 1000) + String(repeating: "]", count: 1000)) == "invalid_request"
+                || code(String(repeating: "[", count: 1000)) == "invalid_json")
     }
 
     @Test func refusesInvalidUTF8() {
@@ -72,7 +75,8 @@ struct RequestDecoderTests {
     }
 
     @Test func deepNestingIsRefusedWithoutCrashing() {
-        let deep = #"{"action":"set","key":"k","ttl":1,"value":"# + String(repeating: "[", count: 100_000)
+        let deep =
+            #"{"action":"set","key":"k","ttl":1,"value":"# + String(repeating: "[", count: 100_000)
             + String(repeating: "]", count: 100_000) + "}"
         #expect(code(deep) == "invalid_json")
     }
