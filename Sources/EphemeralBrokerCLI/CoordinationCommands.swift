@@ -103,7 +103,7 @@ enum CommandOutput {
             input: .currentStandardInput, output: .string(limit: 16 << 20), error: .currentStandardError)
         switch result.terminationStatus {
         case .exited(0):
-            var text = result.standardOutput ?? ""
+            var text = result.standardOutput
             if text.hasSuffix("\n") { text.removeLast() }
             return text
         case .exited(let code): throw Failed(status: Int32(truncatingIfNeeded: code))
