@@ -91,8 +91,7 @@ public final class Broker: Sendable {
                             throw ChannelError.inappropriateOperationForState
                         }
                         try channel.pipeline.syncOperations.addHandler(
-                            ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxRequestSize)))
-                        try channel.pipeline.syncOperations.addHandler(BrokerConnectionHandler(core: core.value))
+                            BrokerConnectionHandler(core: core.value, maxLineBytes: maxRequestSize))
                         let id = ObjectIdentifier(channel)
                         self.children.withLock { $0[id] = channel }
                         channel.closeFuture.whenComplete { _ in

@@ -9,11 +9,15 @@ import NIOCore
 /// replies batched. Reading pauses while the peer is not reading its replies, so a slow reader cannot make the
 /// broker buffer without bound.
 final class BrokerConnectionHandler: ChannelDuplexHandler {
-    typealias InboundIn = RequestFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let core: BrokerCore
+    /// Frames requests in this handler: no separate decoder, so no boxing of each frame between handlers.
+    private var framer: LineFramer
+    /// Bytes received and not yet framed.
+    private var received: ByteBuffer?
     private var pendingRead = false
     private var context: ChannelHandlerContext?
     /// The connection's identity as an owner of leases; `nil` for a connection refused at the cap.
@@ -24,8 +28,9 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
     private var nextSequence: UInt64 = 0
 
-    init(core: BrokerCore) {
+    init(core: BrokerCore, maxLineBytes: Int) {
         self.core = core
+        self.framer = LineFramer(maxLineBytes: maxLineBytes)
     }
 
     var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
@@ -55,11 +60,31 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard admitted != nil else { return }
+        var incoming = unwrapInboundIn(data)
+        if received == nil {
+            received = incoming
+        } else {
+            received!.writeBuffer(&incoming)
+        }
+        while true {
+            switch framer.next(&received!) {
+            case .frame(let frame): respond(to: frame, context: context)
+            case .skipped: continue
+            case .needMoreData:
+                if received!.readableBytes == 0 {
+                    received = nil
+                } else if received!.readerIndex > 65_536 {
+                    received!.discardReadBytes()
+                }
+                return
+            }
+        }
+    }
+
+    private func respond(to frame: RequestFrame, context: ChannelHandlerContext) {
         nextSequence += 1
         let sequence = nextSequence
-        let reply = core.respond(
-            to: unwrapInboundIn(data), allocator: context.channel.allocator, connection: self,
-            sequence: sequence)
+        let reply = core.respond(to: frame, allocator: context.channel.allocator, connection: self, sequence: sequence)
         if held.isEmpty, let reply {
             context.write(wrapOutboundOut(reply), promise: nil)
         } else {

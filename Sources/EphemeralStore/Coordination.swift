@@ -76,8 +76,9 @@ struct CoordinationTable: Sendable {
 
     // MARK: - Claims
 
+    /// Grants the claim on `key` unless someone holds it. Lapsed claims must be expired first (by the caller, who
+    /// also delivers the wakeups that expiring produces).
     mutating func claim(_ key: String, owner: OwnerID, ttl: Int64, now: Int64) -> UInt64? {
-        expireClaims(now: now)
         guard claims[key] == nil else { return nil }
         let token = newID()
         claims[key] = Claim(owner: owner, token: token, expiresAt: now + ttl)

@@ -13,22 +13,31 @@ public enum RequestFrame: Sendable {
 /// Bytes are only examined once, a line is handed on whole (so a UTF-8 character split across reads is joined
 /// before anyone decodes it), and a line over the limit is reported as soon as it crosses the limit and then
 /// discarded up to its newline, never buffered whole.
-public struct LineFrameDecoder: ByteToMessageDecoder {
-    /// Frames produced.
-    public typealias InboundOut = RequestFrame
+public struct LineFramer: Sendable {
+    /// What one step of framing found.
+    public enum Step: Sendable {
+        /// A frame to answer.
+        case frame(RequestFrame)
+        /// The rest of an oversized line was dropped; look again.
+        case skipped
+        /// No complete line yet.
+        case needMoreData
+    }
 
     private let maxLineBytes: Int
     private var scanned = 0
     private var discarding = false
 
-    /// Creates a decoder.
+    /// Creates a framer.
     /// - Parameter maxLineBytes: The longest line accepted, in bytes, not counting its line ending.
     public init(maxLineBytes: Int) {
         self.maxLineBytes = maxLineBytes
     }
 
-    /// Decodes as many frames as the buffer holds.
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    /// Takes the next frame off the front of `buffer`.
+    /// - Parameter buffer: The bytes received so far; consumed bytes are moved past.
+    /// - Returns: What was found.
+    public mutating func next(_ buffer: inout ByteBuffer) -> Step {
         let view = buffer.readableBytesView
         guard let newline = view[(view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n")) else {
             if discarding {
@@ -38,7 +47,7 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
                 scanned = 0
                 discarding = true
-                context.fireChannelRead(Self.wrapInboundOut(.oversized))
+                return .frame(.oversized)
             } else {
                 scanned = buffer.readableBytes
             }
@@ -49,19 +58,44 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         if discarding {
             discarding = false
             buffer.moveReaderIndex(forwardBy: length + 1)
-            return .continue
+            return .skipped
         }
         var lineLength = length
         if lineLength > 0, view[newline - 1] == UInt8(ascii: "\r") { lineLength -= 1 }
         if lineLength > maxLineBytes {
             buffer.moveReaderIndex(forwardBy: length + 1)
-            context.fireChannelRead(Self.wrapInboundOut(.oversized))
-            return .continue
+            return .frame(.oversized)
         }
         let line = buffer.getSlice(at: buffer.readerIndex, length: lineLength)!
         buffer.moveReaderIndex(forwardBy: length + 1)
-        context.fireChannelRead(Self.wrapInboundOut(.line(line)))
-        return .continue
+        return .frame(.line(line))
+    }
+}
+
+/// ``LineFramer`` as a NIO decoder, for pipelines that hand frames to a next handler (the client's).
+public struct LineFrameDecoder: ByteToMessageDecoder {
+    /// Frames produced.
+    public typealias InboundOut = RequestFrame
+
+    private var framer: LineFramer
+
+    /// Creates a decoder.
+    /// - Parameter maxLineBytes: The longest line accepted, in bytes, not counting its line ending.
+    public init(maxLineBytes: Int) {
+        self.framer = LineFramer(maxLineBytes: maxLineBytes)
+    }
+
+    /// Decodes as many frames as the buffer holds.
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        switch framer.next(&buffer) {
+        case .frame(let frame):
+            context.fireChannelRead(Self.wrapInboundOut(frame))
+            return .continue
+        case .skipped:
+            return .continue
+        case .needMoreData:
+            return .needMoreData
+        }
     }
 
     /// At end of input a partial line is dropped: the peer went away mid-request.

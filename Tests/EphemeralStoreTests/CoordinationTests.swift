@@ -164,3 +164,26 @@ struct CoordinationTests {
             "a withdrawn arrival does not count")
     }
 }
+
+@Suite("Claims that lapse while others wait")
+struct LapsedClaimTests {
+    @Test func aLapsedClaimFoundByANewCallerHandsOverToTheFirstWaiter() throws {
+        var store = Store()
+        let t0: Int64 = 1_000
+        _ = try store.claim("k", owner: 1, ttl: 100, wait: 0, refreshBefore: nil, now: t0)
+        guard case .queued(let waiter, _) = try store.claim("k", owner: 2, ttl: 100, wait: 5_000, refreshBefore: nil, now: t0).0
+        else {
+            Issue.record("owner 2 waits")
+            return
+        }
+        // No sweep ran: a new caller arrives after the first claim lapsed. The waiter must be told it computes.
+        let (outcome, wakeups) = try store.claim("k", owner: 3, ttl: 100, wait: 5_000, refreshBefore: nil, now: t0 + 150)
+        #expect(wakeups == [.claimed(waiter: waiter, key: "k", token: wakeups.first.flatMap {
+            if case .claimed(_, _, let token) = $0 { return token } else { return nil }
+        } ?? 0)])
+        guard case .queued = outcome else {
+            Issue.record("owner 3 waits behind the new claimer, got \(outcome)")
+            return
+        }
+    }
+}
