@@ -88,8 +88,11 @@ extension Client {
         try valueJSON(try await waitReply(key, timeout: timeout))
     }
 
+    /// Waits on a connection of its own, so the wait never holds up this client's other calls.
     private func waitReply(_ key: String, timeout: Duration) async throws(BrokerError) -> BrokerReply {
-        try await call("wait", extraTime: timeout) { request in
+        let waiter = Client(configuration: configuration)
+        defer { Task { await waiter.close() } }
+        return try await waiter.call("wait", extraTime: timeout) { request in
             request.member("key", string: key)
             request.member("timeout", int: timeout.milliseconds)
         }
@@ -98,7 +101,9 @@ extension Client {
     /// Arrives at a barrier and waits until `parties` callers (in any processes) have arrived.
     /// - Throws: `timeout` when they do not all arrive in time (this arrival is withdrawn).
     public func barrier(_ key: String, parties: Int, timeout: Duration) async throws(BrokerError) {
-        _ = try await call("barrier", idempotent: false, extraTime: timeout) { request in
+        let party = Client(configuration: configuration)  // its own connection: no other call waits behind it
+        defer { Task { await party.close() } }
+        _ = try await party.call("barrier", idempotent: false, extraTime: timeout) { request in
             request.member("key", string: key)
             request.member("parties", int: Int64(parties))
             request.member("timeout", int: timeout.milliseconds)
@@ -140,22 +145,36 @@ extension Client {
         _ key: String, refreshBefore: Duration? = nil, computeTimeout: Duration = .seconds(60),
         wait: Duration = .seconds(120), compute: @escaping @Sendable () async throws -> (Value, Duration)
     ) async throws -> Value {
-        let reply = try await call("claim", idempotent: false, extraTime: wait) { request in
-            request.member("key", string: key)
-            request.member("ttl", int: computeTimeout.milliseconds)
-            request.member("wait", int: wait.milliseconds)
-            if let refreshBefore { request.member("refreshBefore", int: refreshBefore.milliseconds) }
+        // The claim lives on a connection of its own, open until the value is stored: waiting for another's
+        // computation never holds up this client's other calls, and the claim ends if this process dies.
+        let claimant = Client(configuration: configuration)
+        let reply: BrokerReply
+        do {
+            reply = try await claimant.call("claim", idempotent: false, extraTime: wait) { request in
+                request.member("key", string: key)
+                request.member("ttl", int: computeTimeout.milliseconds)
+                request.member("wait", int: wait.milliseconds)
+                if let refreshBefore { request.member("refreshBefore", int: refreshBefore.milliseconds) }
+            }
+        } catch {
+            await claimant.close()
+            throw error
         }
         switch reply.string("state") {
         case "claimed":
             let token = UInt64(reply.number("token") ?? 0)
-            return try await computeAndStore(key, token: token, compute: compute)
+            defer { Task { await claimant.close() } }
+            return try await claimant.computeAndStore(key, token: token, compute: compute)
         case "refresh":
             let token = UInt64(reply.number("token") ?? 0)
             let current: Value = try decodeValue(reply, key: key)
-            Task { _ = try? await self.computeAndStore(key, token: token, compute: compute) }
+            Task {
+                _ = try? await claimant.computeAndStore(key, token: token, compute: compute)
+                await claimant.close()
+            }
             return current
         default:
+            await claimant.close()
             return try decodeValue(reply, key: key)
         }
     }

@@ -111,6 +111,9 @@ extension Client {
     }
 
     /// Runs `body` holding an item of `pool`, and gives it back however `body` ends.
+    ///
+    /// The lease is taken on a connection of its own, open exactly as long as `body` runs: a long wait for an item
+    /// never holds up this client's other calls, and nothing else can end the lease early.
     /// - Parameters:
     ///   - pool: The pool's name.
     ///   - wait: How long to wait for an item.
@@ -122,13 +125,22 @@ extension Client {
         pool: String, wait: Duration? = .seconds(60), ttl: Duration? = nil,
         _ body: (PoolLease) async throws -> Result
     ) async throws -> Result {
-        let lease = try await lease(pool: pool, wait: wait, ttl: ttl)
+        let holder = Client(configuration: configuration)
+        let lease: PoolLease
+        do {
+            lease = try await holder.lease(pool: pool, wait: wait, ttl: ttl)
+        } catch {
+            await holder.close()
+            throw error
+        }
         do {
             let result = try await body(lease)
-            try? await release(lease)
+            try? await holder.release(lease)
+            await holder.close()
             return result
         } catch {
-            try? await release(lease)
+            try? await holder.release(lease)
+            await holder.close()
             throw error
         }
     }

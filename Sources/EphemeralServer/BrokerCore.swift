@@ -137,6 +137,9 @@ final class BrokerCore {
         do throws(BrokerError) {
             if request.isSigned { try admit(request, now: now) }
             let command = try request.command.get()
+            let lapsed = store.expireHandovers(now: now)
+            deliver(lapsed.regranted)
+            deliver(lapsed.wakeups)
             let route = ReplyRoute(
                 connection: connection, sequence: sequence, id: request.id, nonce: request.nonce,
                 signed: request.isSigned)
@@ -385,8 +388,10 @@ final class BrokerCore {
         case .pool(let pool, let waiter): stillWaiting = store.cancelPoolWait(pool, waiter: waiter)
         case .key(let waiter): stillWaiting = store.cancelWait(waiter)
         }
-        guard stillWaiting else { return }
         pendingWaits.removeValue(forKey: key)
+        // Not waiting any more yet unanswered should not happen (handovers are delivered as they happen); if it
+        // does, a timeout reply is better than a caller that hangs.
+        _ = stillWaiting
         answer(pending.route, action: pending.action, with: BrokerError(.timeout, "the wait ran out"))
     }
 

@@ -383,6 +383,12 @@ public struct Store: Sendable {
         return (pooled.released, pooled.regranted, coordination.ownerGone(owner, now: now))
     }
 
+    /// Lapses pool leases and compute-once claims that are past their deadline, handing them to waiters. The
+    /// broker calls this before every request, so no operation that may then throw has lapses left to hand out.
+    public mutating func expireHandovers(now: Int64) -> (regranted: [WaiterGrant], wakeups: [Wakeup]) {
+        (pools.expire(now: now), coordination.expireClaims(now: now))
+    }
+
     /// Per-pool figures: capacity, held, waiting, and the run's totals.
     public func poolSummaries() -> [PoolSummary] { pools.summaries() }
 

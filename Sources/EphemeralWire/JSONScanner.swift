@@ -178,7 +178,7 @@ struct JSONScanner {
                 index += 1
                 return start..<(index - 1)
             case UInt8(ascii: "\\"):
-                guard index + 1 < bytes.count else { break }
+                guard index + 1 < bytes.count else { throw BrokerError(.invalidJSON, "unterminated string") }
                 switch bytes[index + 1] {
                 case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):

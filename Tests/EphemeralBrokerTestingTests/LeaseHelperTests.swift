@@ -171,6 +171,21 @@ struct SharedValueTests {
         await #expect(throws: BrokerError.self) { _ = try await client.get("jwt", as: String.self) }
     }
 
+    @Test func aLeaseWaitingForAnItemDoesNotHoldUpTheClientsOtherCalls() async throws {
+        let (broker, client, _) = try await start()
+        defer { Task { await broker.shutdown() } }
+        try await client.definePool("one", capacity: 1)
+        let quick = Client(configuration: ClientConfiguration(socketPath: client.configuration.socketPath,
+                                                              timeout: .seconds(2)))
+        try await quick.withLease(pool: "one") { _ in
+            async let waiting: Void = quick.withLease(pool: "one", wait: .seconds(3)) { _ in }
+            // While one task waits for the item, the same client's other calls are answered at once.
+            for index in 0..<3 { try await quick.set("k\(index)", index, ttl: .seconds(60)) }
+            #expect(try await quick.get("k2", as: Int.self) == 2)
+            _ = await (try? waiting)
+        }
+    }
+
     @Test func waitBarrierSetIfAbsentAndCompareAndSet() async throws {
         let (broker, client, _) = try await start()
         defer { Task { await broker.shutdown() } }

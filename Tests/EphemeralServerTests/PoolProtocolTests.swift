@@ -1,5 +1,6 @@
 import BrokerTestSupport
 import EphemeralServer
+import EphemeralStore
 import Foundation
 import Testing
 
@@ -85,5 +86,24 @@ struct PoolProtocolTests {
         await harness.broker.drain()
         #expect(try errorName(try waiter.readLine()) == "draining")
         await harness.broker.stop()
+    }
+
+    @Test func aLapseFoundByARequestThatThenFailsStillReachesTheWaiter() async throws {
+        let harness = try await BrokerHarness.start()
+        defer { Task { await harness.broker.shutdown() } }
+        let holder = try harness.connect()
+        _ = try holder.request(#"{"action":"define_pool","pool":"p","capacity":1}"#)
+        let lease = try json(try holder.request(#"{"action":"lease","pool":"p","ttl":50}"#))
+        let waiter = try harness.connect()
+        try waiter.send(#"{"action":"lease","pool":"p","wait":60000,"id":"w"}"# + "\n")
+        #expect(try await waitFor {
+            let stats = try json(try holder.request(#"{"action":"stats"}"#))["stats"] as? [String: Any]
+            return ((stats?["pools"] as? [String: Any])?["p"] as? [String: Any])?["waiting"] as? Int == 1
+        })
+        harness.clock.advance(by: 100)  // the holder's lease lapses; no sweep has run
+        let fence = lease["fence"] as? Int ?? 0
+        #expect(try errorName(try holder.request(#"{"action":"release","pool":"p","index":0,"fence":\#(fence)}"#)) == "stale_fence")
+        let granted = try json(try waiter.readLine())
+        #expect(granted["id"] as? String == "w" && granted["fence"] as? Int == fence + 1)
     }
 }

@@ -49,6 +49,7 @@ struct RequestDecoderTests {
         #expect(code(#"{}"#) == "invalid_request")
         #expect(code(#"{"action":7}"#) == "invalid_request")
         #expect(code(#"{"action":"explode"}"#) == "unknown_action")
+        #expect(code(#"{"action":"get","key":"a\"#) == "invalid_json", "a trailing backslash ends the scan")
         #expect(code(#"{"action":"get"}"#) == "key_required")
         #expect(code(#"{"action":"get","key":5}"#) == "key_required")
         #expect(code(#"{"action":"set","key":"k","ttl":10}"#) == "invalid_request")
