@@ -26,6 +26,7 @@ public final class Broker: Sendable {
     private enum State {
         case idle
         case running(Running)
+        case stopping
         case stopped
     }
 
@@ -120,8 +121,9 @@ public final class Broker: Sendable {
             if let idle = self.configuration.idleTimeout {
                 let delay = TimeAmount.milliseconds(max(10, min(idle / 4, 1000)))
                 tasks.append(
-                    loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
+                    loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { task in
                         guard core.value.isIdle() else { return }
+                        task.cancel()  // shut down once
                         logger.info("idle timeout reached; shutting down", metadata: ["idle_ms": "\(idle)"])
                         Task { await self.shutdown() }
                     })
@@ -160,13 +162,23 @@ public final class Broker: Sendable {
     public func stop() async {
         let previous = state.withLock { state -> State in
             let previous = state
-            state = .stopped
+            switch state {
+            case .running: state = .stopping
+            case .idle: state = .stopped
+            case .stopping, .stopped: break
+            }
             return previous
         }
-        guard case .running(let running) = previous else {
+        switch previous {
+        case .running: break
+        case .idle:
             markStopped()
             return
+        case .stopping, .stopped:
+            await waitUntilStopped()  // another stop is under way: return once it is done
+            return
         }
+        guard case .running(let running) = previous else { return }
         for task in running.tasks { task.cancel() }
         try? await running.server.close()
         for child in children.withLock({ Array($0.values) }) { try? await child.close() }
@@ -174,6 +186,7 @@ public final class Broker: Sendable {
         _ = try? await running.core.eventLoop.submit { running.core.value.clear() }.get()
         configuration.logger.debug("broker stopped", metadata: ["pipe": "\(running.binding.path)"])
         try? await running.group.shutdownGracefully()
+        state.withLock { $0 = .stopped }
         markStopped()
     }
 

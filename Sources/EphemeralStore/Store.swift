@@ -89,12 +89,23 @@ public struct Store: Sendable {
             item.readsLeft = readsLeft - 1
             items[key] = item
         }
-        if configuration.refreshTTLOnGet {
+        if configuration.refreshTTLOnGet, item.expiresAt != now + item.ttl {
             item.expiresAt = now + item.ttl
             items[key] = item
             expiries.push(key, deadline: item.expiresAt, generation: item.generation)
         }
         return value
+    }
+
+    /// Counts one read of a read-limited item (a `wait` or `claim` that hands its value out), deleting it after the
+    /// last allowed one.
+    private mutating func consumeRead(_ key: String) {
+        guard let readsLeft = items[key]?.readsLeft else { return }
+        if readsLeft <= 1 {
+            remove(key)
+        } else {
+            items[key]?.readsLeft = readsLeft - 1
+        }
     }
 
     /// The live value of a key without counting a read, or `nil`.
@@ -137,9 +148,13 @@ public struct Store: Sendable {
             generation: generation(), readsLeft: command.maxReads)
         store(command.key, item)
         let value = Value(json: item.value, compressed: item.compressed, version: item.generation)
-        return SetResult(
-            size: size, version: item.generation,
-            wakeups: coordination.keySet(command.key, value: value, version: item.generation))
+        var wakeups = coordination.keySet(command.key, value: value, version: item.generation)
+        if let maxReads = command.maxReads {
+            // Each woken waiter is a read: at most `maxReads` get the value; the others wait on until their timeout.
+            for _ in 0..<min(maxReads, wakeups.count) { consumeRead(command.key) }
+            wakeups = Array(wakeups.prefix(maxReads))
+        }
+        return SetResult(size: size, version: item.generation, wakeups: wakeups)
     }
 
     private mutating func store(_ key: String, _ item: Item) {
@@ -195,7 +210,10 @@ public struct Store: Sendable {
         -> (value: Value?, waiter: UInt64?, deadline: Int64)
     {
         let wait = try waitMilliseconds(wait)
-        if let value = peek(key, now: now) { return (value, nil, now) }
+        if let value = peek(key, now: now) {
+            consumeRead(key)
+            return (value, nil, now)
+        }
         guard wait > 0 else { throw BrokerError(.timeout, "\(key) has no value") }
         return (nil, coordination.waitForKey(key, owner: owner, claimTTL: nil), now + wait)
     }
@@ -213,6 +231,7 @@ public struct Store: Sendable {
         let refreshWindow = try waitMilliseconds(refreshBefore ?? 0)
         let lapsed = coordination.expireClaims(now: now)
         if let value = peek(key, now: now) {
+            consumeRead(key)
             if refreshWindow > 0, let item = items[key], item.expiresAt - now <= refreshWindow,
                 let token = coordination.claim(key, owner: owner, ttl: claimTTL, now: now)
             {

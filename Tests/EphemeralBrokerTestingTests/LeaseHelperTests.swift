@@ -175,8 +175,10 @@ struct SharedValueTests {
         let (broker, client, _) = try await start()
         defer { Task { await broker.shutdown() } }
         try await client.definePool("one", capacity: 1)
-        let quick = Client(configuration: ClientConfiguration(socketPath: client.configuration.socketPath,
-                                                              timeout: .seconds(2)))
+        let quick = Client(
+            configuration: ClientConfiguration(
+                socketPath: client.configuration.socketPath,
+                timeout: .seconds(2)))
         try await quick.withLease(pool: "one") { _ in
             async let waiting: Void = quick.withLease(pool: "one", wait: .seconds(3)) { _ in }
             // While one task waits for the item, the same client's other calls are answered at once.

@@ -96,13 +96,16 @@ struct PoolProtocolTests {
         let lease = try json(try holder.request(#"{"action":"lease","pool":"p","ttl":50}"#))
         let waiter = try harness.connect()
         try waiter.send(#"{"action":"lease","pool":"p","wait":60000,"id":"w"}"# + "\n")
-        #expect(try await waitFor {
-            let stats = try json(try holder.request(#"{"action":"stats"}"#))["stats"] as? [String: Any]
-            return ((stats?["pools"] as? [String: Any])?["p"] as? [String: Any])?["waiting"] as? Int == 1
-        })
+        #expect(
+            try await waitFor {
+                let stats = try json(try holder.request(#"{"action":"stats"}"#))["stats"] as? [String: Any]
+                return ((stats?["pools"] as? [String: Any])?["p"] as? [String: Any])?["waiting"] as? Int == 1
+            })
         harness.clock.advance(by: 100)  // the holder's lease lapses; no sweep has run
         let fence = lease["fence"] as? Int ?? 0
-        #expect(try errorName(try holder.request(#"{"action":"release","pool":"p","index":0,"fence":\#(fence)}"#)) == "stale_fence")
+        #expect(
+            try errorName(try holder.request(#"{"action":"release","pool":"p","index":0,"fence":\#(fence)}"#))
+                == "stale_fence")
         let granted = try json(try waiter.readLine())
         #expect(granted["id"] as? String == "w" && granted["fence"] as? Int == fence + 1)
     }

@@ -50,6 +50,25 @@ struct CoordinationTests {
         #expect(code { _ = try store.get("invite", now: t0) } == "not_found")
     }
 
+    @Test func waitsAndClaimsCountAsReadsOfAReadLimitedValue() throws {
+        var store = Store()
+        let early = try store.waitForKey("once", owner: 1, wait: 1000, now: t0)
+        let late = try store.waitForKey("once", owner: 2, wait: 1000, now: t0)
+        let result = try set(&store, "once", #""secret""#, maxReads: 1)
+        #expect(result.wakeups.count == 1, "only one waiter gets a one-time value")
+        if case .value(let waiter, _, _, _) = result.wakeups.first {
+            #expect(waiter == early.waiter && waiter != late.waiter)
+        }
+        #expect(code { _ = try store.get("once", now: t0) } == "not_found")
+        _ = try set(&store, "twice", #""s""#, maxReads: 2)
+        #expect(try store.waitForKey("twice", owner: 3, wait: 0, now: t0).value != nil)
+        guard case .value = try store.claim("twice", owner: 3, ttl: 100, wait: 0, refreshBefore: nil, now: t0).0 else {
+            Issue.record("the second read is a claim that finds the value")
+            return
+        }
+        #expect(code { _ = try store.get("twice", now: t0) } == "not_found", "wait and claim each used a read")
+    }
+
     @Test func waitersGetTheValueTheMomentItIsWritten() throws {
         var store = Store()
         let waiting = try store.waitForKey("ready", owner: 1, wait: 1000, now: t0)
@@ -171,16 +190,25 @@ struct LapsedClaimTests {
         var store = Store()
         let t0: Int64 = 1_000
         _ = try store.claim("k", owner: 1, ttl: 100, wait: 0, refreshBefore: nil, now: t0)
-        guard case .queued(let waiter, _) = try store.claim("k", owner: 2, ttl: 100, wait: 5_000, refreshBefore: nil, now: t0).0
+        guard
+            case .queued(let waiter, _) = try store.claim(
+                "k", owner: 2, ttl: 100, wait: 5_000, refreshBefore: nil, now: t0
+            ).0
         else {
             Issue.record("owner 2 waits")
             return
         }
         // No sweep ran: a new caller arrives after the first claim lapsed. The waiter must be told it computes.
-        let (outcome, wakeups) = try store.claim("k", owner: 3, ttl: 100, wait: 5_000, refreshBefore: nil, now: t0 + 150)
-        #expect(wakeups == [.claimed(waiter: waiter, key: "k", token: wakeups.first.flatMap {
-            if case .claimed(_, _, let token) = $0 { return token } else { return nil }
-        } ?? 0)])
+        let (outcome, wakeups) = try store.claim(
+            "k", owner: 3, ttl: 100, wait: 5_000, refreshBefore: nil, now: t0 + 150)
+        #expect(
+            wakeups == [
+                .claimed(
+                    waiter: waiter, key: "k",
+                    token: wakeups.first.flatMap {
+                        if case .claimed(_, _, let token) = $0 { return token } else { return nil }
+                    } ?? 0)
+            ])
         guard case .queued = outcome else {
             Issue.record("owner 3 waits behind the new claimer, got \(outcome)")
             return
