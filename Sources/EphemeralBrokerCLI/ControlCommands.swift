@@ -18,11 +18,9 @@ struct ClientOptions: ParsableArguments {
         var environment = ProcessInfo.processInfo.environment
         if let socket { environment["EPHEMERAL_PIPE"] = socket }
         var configuration = try ClientConfiguration.fromEnvironment(environment)
-        if let timeout {
-            guard let milliseconds = DurationParser.milliseconds(timeout), milliseconds > 0 else {
-                throw ValidationError("invalid duration '\(timeout)' for --timeout")
-            }
-            configuration.timeout = .milliseconds(milliseconds)
+        if let timeout = try durationOption(timeout, "--timeout") {
+            guard timeout > .zero else { throw ValidationError("--timeout must be positive") }
+            configuration.timeout = timeout
         }
         return Client(configuration: configuration)
     }
@@ -38,11 +36,12 @@ func withBrokerErrors(_ body: () async throws -> Void) async throws {
     }
 }
 
-/// Parses a TTL option.
-func ttlOption(_ text: String?) throws -> Duration? {
+/// Parses a duration option (`1500ms`, `30s`, `5m`, `1h`, or bare milliseconds); `nil` when not given.
+/// - Throws: A usage error naming the option.
+func durationOption(_ text: String?, _ flag: String = "--ttl") throws -> Duration? {
     guard let text else { return nil }
     guard let milliseconds = DurationParser.milliseconds(text) else {
-        throw ValidationError("invalid duration '\(text)' for --ttl")
+        throw ValidationError("invalid duration '\(text)' for \(flag)")
     }
     return .milliseconds(milliseconds)
 }
@@ -82,7 +81,7 @@ struct Set: AsyncParsableCommand {
     @Option(help: "Delete the value after this many reads.") var maxReads: Int?
 
     func run() async throws {
-        let ttl = try ttlOption(ttl)
+        let ttl = try durationOption(ttl)
         try await withBrokerErrors {
             let bytes = Array(value.utf8)
             let json = !string && JSONText.compact(bytes) != nil ? bytes : Array(try JSONEncoder().encode(value))

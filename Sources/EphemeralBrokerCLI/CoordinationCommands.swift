@@ -19,7 +19,7 @@ struct Incr: AsyncParsableCommand {
     @Option(help: "The counter's TTL when it is created (default: the broker's).") var ttl: String?
 
     func run() async throws {
-        let ttl = try ttlOption(ttl)
+        let ttl = try durationOption(ttl)
         try await withBrokerErrors {
             let value = try await client.client().increment(key, by: by, ttl: ttl)
             FileHandleOutput.standardOutput(client.json ? "{\"value\":\(value)}\n" : "\(value)\n")
@@ -34,11 +34,9 @@ struct Wait: AsyncParsableCommand {
     @Option(help: "How long to wait for the key (e.g. 30s).") var wait: String = "30s"
 
     func run() async throws {
-        guard let milliseconds = DurationParser.milliseconds(wait) else {
-            throw ValidationError("invalid duration '\(wait)' for --wait")
-        }
+        let wait = try durationOption(wait, "--wait")!
         try await withBrokerErrors {
-            let value = try await client.client().waitJSON(forKey: key, timeout: .milliseconds(milliseconds))
+            let value = try await client.client().waitJSON(forKey: key, timeout: wait)
             FileHandleOutput.standardOutput(
                 (client.json ? String(decoding: value, as: UTF8.self) : readable(value)) + "\n")
         }
@@ -68,8 +66,8 @@ struct Shared: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard let ttl = try ttlOption(ttl), let wait = try ttlOption(wait),
-            let computeTimeout = try ttlOption(computeTimeout)
+        guard let ttl = try durationOption(ttl), let wait = try durationOption(wait, "--wait"),
+            let computeTimeout = try durationOption(computeTimeout, "--compute-timeout")
         else { throw ValidationError("invalid durations") }
         let broker = try client.client()
         let command = self.command

@@ -37,7 +37,7 @@ struct Lease: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let ttl = try ttlOption(ttl)
+        let ttl = try durationOption(ttl)
         if let worker {
             try await withBrokerErrors {
                 let value = try await client.client().lease(key, workerId: worker, ttl: ttl)
@@ -45,13 +45,7 @@ struct Lease: AsyncParsableCommand {
             }
             return
         }
-        var waitDuration: Duration?
-        if let wait {
-            guard let milliseconds = DurationParser.milliseconds(wait) else {
-                throw ValidationError("invalid duration '\(wait)' for --wait")
-            }
-            waitDuration = .milliseconds(milliseconds)
-        }
+        let waitDuration = try durationOption(wait, "--wait")
         let broker = try client.client()
         let lease: PoolLease
         do {
