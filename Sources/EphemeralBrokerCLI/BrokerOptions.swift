@@ -47,6 +47,9 @@ struct BrokerOptions: ParsableArguments {
     @Option(help: "Log a heartbeat this often. Env: BROKER_HEARTBEAT_INTERVAL.")
     var heartbeatInterval: String?
 
+    @Option(help: "How long a begun request line may take to arrive (default 10s). Env: BROKER_REQUEST_TIMEOUT.")
+    var requestTimeout: String?
+
     @Option(help: "How long shutdown waits for in-flight requests. Env: BROKER_DRAIN_TIMEOUT.")
     var drainTimeout: String?
 
@@ -150,6 +153,10 @@ struct BrokerOptions: ParsableArguments {
         if let beat = try duration(heartbeatInterval, "BROKER_HEARTBEAT_INTERVAL", flagName: "--heartbeat-interval") {
             guard beat > 0 else { throw ValidationError("the heartbeat interval must be positive") }
             configuration.heartbeatInterval = beat
+        }
+        if let limit = try duration(requestTimeout, "BROKER_REQUEST_TIMEOUT", flagName: "--request-timeout") {
+            guard limit > 0 else { throw ValidationError("the request timeout must be positive") }
+            configuration.requestTimeout = limit
         }
         if let drain = try duration(drainTimeout, "BROKER_DRAIN_TIMEOUT", flagName: "--drain-timeout") {
             configuration.drainTimeout = drain

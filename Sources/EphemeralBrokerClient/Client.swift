@@ -95,7 +95,12 @@ public final class Client: Sendable {
             }
             let line = writer.finishRequest(signer: signer)
             do throws(BrokerError) {
-                let bytes = try await exchange(line, on: channel, deadline: deadline)
+                guard let bytes = try await exchange(line, on: channel, deadline: deadline) else {
+                    // Never sent (the connection had already closed, say refused at the broker's cap before
+                    // this write): safe to send again, idempotent or not.
+                    try await pause(attempt: &attempt, deadline: deadline)
+                    continue
+                }
                 let reply = try BrokerReply(line: bytes, signer: signer, nonce: nonce)
                 guard reply.json("id") == Array(String(id).utf8) else {
                     discard(channel)  // replies are out of step with requests: start afresh
@@ -104,15 +109,20 @@ public final class Client: Sendable {
                 if let error = reply.error { throw error }
                 return reply
             } catch {
-                guard error.code == .connectionFailed, idempotent, clock.now < deadline else { throw error }
+                // A connection refused at the broker's cap never had its request read: always safe to send again.
+                let retryable = (error.code == .connectionFailed && idempotent) || error.code == .tooManyConnections
+                guard retryable, clock.now < deadline else { throw error }
                 try await pause(attempt: &attempt, deadline: deadline)
             }
         }
     }
 
+    /// Writes one request and awaits its reply line.
+    /// - Returns: The reply, or `nil` when the request was never written because the channel had already closed.
     private func exchange(_ line: ByteBuffer, on channel: any Channel, deadline: ContinuousClock.Instant)
-        async throws(BrokerError) -> [UInt8]
+        async throws(BrokerError) -> [UInt8]?
     {
+        let notSent = Mutex(false)
         let slot = ReplySlot(eventLoop: channel.eventLoop)
         let remaining = ContinuousClock().now.duration(to: deadline)
         let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(remaining.nanoseconds))) {
@@ -120,13 +130,15 @@ public final class Client: Sendable {
             // The stream is out of step now: the next call must start afresh, never reuse this channel.
             self.discard(channel)
         }
-        channel.writeAndFlush(PendingRequest(line: line, reply: slot)).whenFailure { _ in
+        channel.writeAndFlush(PendingRequest(line: line, reply: slot)).whenFailure { error in
+            if let error = error as? ChannelError, case .ioOnClosedChannel = error { notSent.withLock { $0 = true } }
             slot.fail(BrokerError(.connectionFailed, "the connection to the broker closed"))
         }
         defer { timer.cancel() }
         do {
             return try await slot.futureResult.get()
         } catch let error as BrokerError {
+            if notSent.withLock({ $0 }) { return nil }
             throw error
         } catch {
             throw BrokerError(.connectionFailed, "\(error)")

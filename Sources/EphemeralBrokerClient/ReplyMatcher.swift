@@ -49,19 +49,34 @@ final class ReplyMatcher: ChannelDuplexHandler {
     private var pending = CircularBuffer<ReplySlot>()
     /// Set once the connection has ended: a request written after that could never be answered.
     private var ended = false
+    /// Set when the broker refused the connection at its cap.
+    private var refused = false
+    private static let refusal = BrokerError(.tooManyConnections, "the broker serves its maximum number of connections")
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
         guard !ended else {
-            request.reply.fail(BrokerError(.connectionFailed, "the connection to the broker closed"))
+            // The write's promise first: its failure (never sent) must be known before the caller wakes.
             promise?.fail(ChannelError.ioOnClosedChannel)
+            request.reply.fail(refused ? Self.refusal : BrokerError(.connectionFailed, "the connection to the broker closed"))
             return
         }
         pending.append(request.reply)
         context.write(wrapOutboundOut(request.line), promise: promise)
     }
 
+    /// How a broker at its connection cap answers a new connection, before reading anything from it.
+    private static let refusalPrefix = Array(#"{"ok":false,"error":"too_many_connections""#.utf8)
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .line(let line) = unwrapInboundIn(data), line.readableBytesView.starts(with: Self.refusalPrefix) {
+            // Refused at the cap: the broker ran none of the requests written, so every one may be sent again.
+            refused = true
+            ended = true
+            while let promise = pending.popFirst() { promise.fail(Self.refusal) }
+            context.close(promise: nil)
+            return
+        }
         guard let promise = pending.popFirst() else {
             context.close(promise: nil)  // a reply nobody asked for: the stream can no longer be trusted
             return

@@ -35,6 +35,10 @@ public struct BrokerConfiguration: Sendable {
     public var idleTimeout: Int64?
     /// Log a heartbeat with counts every this many milliseconds; `nil` for never. Default `nil`.
     public var heartbeatInterval: Int64?
+    /// How long a request line may take to arrive once its first byte has, in milliseconds: a peer that
+    /// dribbles a line slower is answered `request_timeout` and closed. Idle connections between requests are
+    /// never timed out. Default 10 s.
+    public var requestTimeout: Int64
     /// How long shutdown waits for in-flight requests, in milliseconds. Default 5 s.
     public var drainTimeout: Int64
     /// Where the broker logs. Default: a logger labelled `ephemeral-broker`.
@@ -52,13 +56,14 @@ public struct BrokerConfiguration: Sendable {
     ///   - sweeperInterval: Milliseconds; default 30,000.
     ///   - idleTimeout: Milliseconds; default `nil`.
     ///   - heartbeatInterval: Milliseconds; default `nil`.
+    ///   - requestTimeout: Milliseconds; default 10,000.
     ///   - drainTimeout: Milliseconds; default 5,000.
     ///   - logger: Default `Logger(label: "ephemeral-broker")`.
     public init(
         socket: SocketLocation = .privateDirectory(), store: StoreConfiguration = StoreConfiguration(),
         maxRequestSize: Int = 1_048_576, maxConnections: Int = 1024, secret: String? = nil, requireNonce: Bool = false,
         replayWindow: Int64 = 30_000, sweeperInterval: Int64 = 30_000, idleTimeout: Int64? = nil,
-        heartbeatInterval: Int64? = nil, drainTimeout: Int64 = 5_000,
+        heartbeatInterval: Int64? = nil, requestTimeout: Int64 = 10_000, drainTimeout: Int64 = 5_000,
         logger: Logger = Logger(label: "ephemeral-broker")
     ) {
         self.socket = socket
@@ -71,6 +76,7 @@ public struct BrokerConfiguration: Sendable {
         self.sweeperInterval = sweeperInterval
         self.idleTimeout = idleTimeout
         self.heartbeatInterval = heartbeatInterval
+        self.requestTimeout = requestTimeout
         self.drainTimeout = drainTimeout
         self.logger = logger
     }

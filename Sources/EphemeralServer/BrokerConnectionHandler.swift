@@ -27,10 +27,16 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     /// Replies not yet written because an earlier request's reply is still pending: replies keep request order.
     private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
     private var nextSequence: UInt64 = 0
+    /// Closes the connection if the line now arriving is not finished in time (a slowloris peer).
+    private var lineTimer: Scheduled<Void>?
+    /// When the line now arriving began; `nil` between lines.
+    private var lineStarted: NIODeadline?
+    private let requestTimeout: TimeAmount
 
     init(core: BrokerCore, maxLineBytes: Int) {
         self.core = core
         self.framer = LineFramer(maxLineBytes: maxLineBytes)
+        self.requestTimeout = .milliseconds(core.configuration.requestTimeout)
     }
 
     var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
@@ -42,10 +48,7 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     func channelActive(context: ChannelHandlerContext) {
         admitted = core.connectionOpened(self)
         guard admitted != nil else {
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(core.refusal(allocator: channel.allocator))).whenComplete { _ in
-                channel.close(promise: nil)
-            }
+            refuse(context: context)
             return
         }
         context.fireChannelActive()
@@ -54,6 +57,8 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if let admitted { core.connectionClosed(admitted) }
         held.removeAll()
+        lineTimer?.cancel()
+        lineTimer = nil
         self.context = nil
         context.fireChannelInactive()
     }
@@ -66,19 +71,59 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
         } else {
             received!.writeBuffer(&incoming)
         }
+        var lineEnded = false
         while true {
             switch framer.next(&received!) {
-            case .frame(let frame): respond(to: frame, context: context)
-            case .skipped: continue
+            case .frame(let frame):
+                lineEnded = true
+                respond(to: frame, context: context)
+            case .skipped:
+                lineEnded = true
             case .needMoreData:
                 if received!.readableBytes == 0 {
                     received = nil
                 } else if received!.readerIndex > 65_536 {
                     received!.discardReadBytes()
                 }
+                timeLine(begun: framer.isMidLine, restarted: lineEnded, context: context)
                 return
             }
         }
+    }
+
+    /// Keeps one deadline for the line now arriving: it starts when the line begins and holds while the line
+    /// trickles in. A line still unfinished at the deadline is answered `request_timeout` and the connection
+    /// closed, so a peer dribbling bytes cannot hold a connection (and its buffer) forever. Connections between
+    /// lines are never timed out. One timer per connection at most, re-armed only when it fires, so pipelined
+    /// traffic that ends its reads mid-line schedules nothing per read.
+    private func timeLine(begun: Bool, restarted: Bool, context: ChannelHandlerContext) {
+        guard begun else {
+            lineStarted = nil
+            return
+        }
+        if restarted || lineStarted == nil { lineStarted = .now() }
+        if lineTimer == nil { armLineTimer(context: context) }
+    }
+
+    private func armLineTimer(context: ChannelHandlerContext) {
+        guard let started = lineStarted else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        lineTimer = context.eventLoop.scheduleTask(deadline: started + requestTimeout) {
+            handler.value.lineTimerFired()
+        }
+    }
+
+    private func lineTimerFired() {
+        lineTimer = nil
+        guard let context, let started = lineStarted else { return }
+        guard NIODeadline.now() >= started + requestTimeout else {
+            armLineTimer(context: context)  // a newer line began since: its own deadline
+            return
+        }
+        let limit = requestTimeout.nanoseconds / 1_000_000
+        core.logger.warning(
+            "closed a connection whose request line did not arrive in time", metadata: ["request_timeout_ms": "\(limit)"])
+        closeWith(BrokerError(.requestTimeout, "the request line did not arrive within \(limit) ms"), context: context)
     }
 
     private func respond(to frame: RequestFrame, context: ChannelHandlerContext) {
@@ -89,6 +134,31 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
             context.write(wrapOutboundOut(reply), promise: nil)
         } else {
             held.append((sequence, reply))
+        }
+    }
+
+    /// Tells a connection over the cap `too_many_connections`, then closes only the sending side: requests the
+    /// client wrote meanwhile are read and dropped instead of resetting the connection, so the client always
+    /// reads the refusal (and knows none of its requests ran). The connection ends when the client closes it, or
+    /// after a second.
+    private func refuse(context: ChannelHandlerContext) {
+        let refusal = core.refusal
+        core.metrics.recordClosed(refusal)
+        let channel = context.channel
+        var reply = JSONLineWriter.error(refusal, into: channel.allocator.buffer(capacity: 96))
+        context.writeAndFlush(wrapOutboundOut(reply.finish(signer: nil, nonce: nil))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+        }
+    }
+
+    /// Writes one unsigned error line that answers no particular request, then closes the connection.
+    private func closeWith(_ error: BrokerError, context: ChannelHandlerContext) {
+        core.metrics.recordClosed(error)
+        let channel = context.channel
+        var reply = JSONLineWriter.error(error, into: channel.allocator.buffer(capacity: 96))
+        context.writeAndFlush(wrapOutboundOut(reply.finish(signer: nil, nonce: nil))).whenComplete { _ in
+            channel.close(promise: nil)
         }
     }
 

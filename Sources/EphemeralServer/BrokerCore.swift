@@ -18,7 +18,7 @@ final class BrokerCore {
     private let decoder: RequestDecoder
     private(set) var store: Store
     private var replayGuard: ReplayGuard
-    private(set) var metrics = BrokerMetrics()
+    var metrics = BrokerMetrics()
     let startedAt: Int64
     private(set) var lastActivity: Int64
     var openConnections = 0
@@ -70,9 +70,12 @@ final class BrokerCore {
     /// - Returns: Its owner ID (what it leases belongs to it), or `nil` when it must be refused.
     func connectionOpened(_ connection: BrokerConnectionHandler) -> OwnerID? {
         guard openConnections < configuration.maxConnections else {
-            logger.warning(
-                "refused a connection: the broker serves its maximum",
-                metadata: ["max_connections": "\(configuration.maxConnections)"])
+            let refused = metrics.connectionsClosed[BrokerError.Code.tooManyConnections.wireName, default: 0] + 1
+            if refused & (refused - 1) == 0 {  // the 1st, 2nd, 4th, 8th…: a flood of refusals is not a flood of logs
+                logger.warning(
+                    "refused a connection: the broker serves its maximum",
+                    metadata: ["max_connections": "\(configuration.maxConnections)", "refused_so_far": "\(refused)"])
+            }
             return nil
         }
         nextOwner += 1
@@ -97,12 +100,9 @@ final class BrokerCore {
         deliver(outcome.wakeups)
     }
 
-    /// The line a refused connection gets before it is closed.
-    func refusal(allocator: ByteBufferAllocator) -> ByteBuffer {
-        var reply = JSONLineWriter.error(
-            BrokerError(.tooManyConnections, "the broker serves its maximum of \(configuration.maxConnections)"),
-            into: allocator.buffer(capacity: 96))
-        return reply.finish(signer: nil, nonce: nil)
+    /// The error a connection refused at the cap gets before it is closed.
+    var refusal: BrokerError {
+        BrokerError(.tooManyConnections, "the broker serves its maximum of \(configuration.maxConnections)")
     }
 
     /// Answers one frame with one reply line, or `nil` when the reply comes later through the route.
@@ -121,7 +121,6 @@ final class BrokerCore {
                 BrokerError(.tooLarge, "the request exceeds \(configuration.maxRequestSize) bytes"),
                 action: nil, into: buffer)
         }
-        if draining { return reject(BrokerError(.draining), action: nil, into: buffer) }
         let decoded = line.withUnsafeReadableBytes { bytes -> Result<Request, BrokerError> in
             do throws(BrokerError) { return .success(try decoder.decode(bytes)) } catch { return .failure(error) }
         }
@@ -135,6 +134,7 @@ final class BrokerCore {
             writer.finish(signer: replySigner, nonce: request.nonce)
         }
         do throws(BrokerError) {
+            if draining { throw BrokerError(.draining) }  // signed and with its id, like any reply
             if request.isSigned { try admit(request, now: now) }
             let command = try request.command.get()
             let lapsed = store.expireHandovers(now: now)

@@ -13,7 +13,13 @@ struct BrokerMetrics {
     /// Bytes of compressed values as stored (base64 of gzip).
     private(set) var compressionBytesAfter = 0
 
+    /// Connections closed by the broker itself, by the error they were told (`too_many_connections`,
+    /// `request_timeout`).
+    private(set) var connectionsClosed: [String: Int] = [:]
+
     mutating func recordRequest() { requestsTotal += 1 }
+
+    mutating func recordClosed(_ error: BrokerError) { connectionsClosed[error.code.wireName, default: 0] += 1 }
 
     mutating func record(_ action: Action?, error: BrokerError?) {
         operations[Self.slot(action)][error == nil ? 0 : 1] += 1
@@ -100,6 +106,12 @@ struct BrokerMetrics {
         sample("ephemeral_broker_leases", "", "\(gauges.leases)")
         family("ephemeral_broker_connections", "gauge", "Open client connections.")
         sample("ephemeral_broker_connections", "", "\(gauges.connections)")
+        family(
+            "ephemeral_broker_connections_closed_total", "counter",
+            "Connections the broker closed itself, by the error it told them.")
+        for name in [BrokerError.Code.tooManyConnections, .requestTimeout].map(\.wireName) {
+            sample("ephemeral_broker_connections_closed_total", "error=\"\(name)\"", "\(connectionsClosed[name, default: 0])")
+        }
         family("ephemeral_broker_store_bytes", "gauge", "Approximate bytes held by stored items.")
         sample("ephemeral_broker_store_bytes", "", "\(gauges.approximateStoreBytes)")
         family("ephemeral_broker_resident_memory_bytes", "gauge", "Resident set size of the broker process.")

@@ -73,6 +73,14 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tooManyConnections = Code(wireName: "too_many_connections")
         /// The broker is shutting down and takes no new requests.
         public static let draining = Code(wireName: "draining")
+        /// A request line was begun and not finished within the broker's request timeout (a peer dribbling
+        /// bytes); the connection is closed.
+        public static let requestTimeout = Code(wireName: "request_timeout")
+
+        /// The refusals a broker sends without a MAC and without a request's `id`, because it never read (or
+        /// could not authenticate) the request: `auth_failed`, `too_large`, `too_many_connections` and
+        /// `request_timeout`. They grant nothing, so a client accepts them unsigned.
+        public static let unsignedRefusals: [Code] = [.authFailed, .tooLarge, .tooManyConnections, .requestTimeout]
 
         // Raised by clients, never sent by a broker:
 

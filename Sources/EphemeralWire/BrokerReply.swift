@@ -28,10 +28,15 @@ public struct BrokerReply: Sendable {
                 Self.hasValidMAC(bytes, object: object, signer: signer, nonce: nonce)
             }
             guard valid else {
-                // A broker cannot sign its refusal of a request it could not authenticate: report that refusal
-                // (it grants nothing), and nothing else unsigned.
-                if bool("ok") == false, string("error") == BrokerError.Code.authFailed.wireName {
-                    throw BrokerError(.authFailed, "the broker refused this client's signature: the secrets differ")
+                // A broker cannot sign a refusal of a request it could not read or authenticate: report that
+                // refusal (it grants nothing), and nothing else unsigned.
+                if bool("ok") == false, let name = string("error"),
+                    let code = BrokerError.Code.unsignedRefusals.first(where: { $0.wireName == name })
+                {
+                    if code == .authFailed {
+                        throw BrokerError(.authFailed, "the broker refused this client's signature: the secrets differ")
+                    }
+                    throw BrokerError(code, string("message"))
                 }
                 throw BrokerError(.badReplySignature, "the broker's reply is not signed with the shared secret")
             }

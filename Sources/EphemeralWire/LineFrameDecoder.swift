@@ -34,6 +34,10 @@ public struct LineFramer: Sendable {
         self.maxLineBytes = maxLineBytes
     }
 
+    /// Whether a line has begun and not ended: bytes of it were seen (or are being discarded) and its newline has
+    /// not arrived. Accurate after ``next(_:)`` returned ``Step/needMoreData``.
+    public var isMidLine: Bool { discarding || scanned > 0 }
+
     /// Takes the next frame off the front of `buffer`.
     /// - Parameter buffer: The bytes received so far; consumed bytes are moved past.
     /// - Returns: What was found.

@@ -15,7 +15,10 @@ public struct TestFailure: Error, CustomStringConvertible {
 }
 
 /// A blocking Unix-socket connection that speaks raw NDJSON, so tests see exactly the bytes on the wire.
-public final class RawConnection {
+///
+/// `@unchecked Sendable` so a test can hand one to a thread of its own (``onThread(_:)``); it is used by one
+/// thread at a time.
+public final class RawConnection: @unchecked Sendable {
     private var descriptor: Int32
     private var pending: [UInt8] = []
 
@@ -40,10 +43,24 @@ public final class RawConnection {
     public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { write(descriptor, $0.baseAddress!, $0.count) }
+            // MSG_NOSIGNAL: a peer that closed gives EPIPE here, not a SIGPIPE that would end the test process.
+            let written = bytes[offset...].withUnsafeBytes { UnixSocket.send(descriptor, $0) }
             if written < 0, errno == EINTR { continue }
             guard written > 0 else { throw TestFailure("write failed: errno \(errno)") }
             offset += written
+        }
+    }
+
+    /// The socket, for `poll`.
+    public var fileDescriptor: Int32 { descriptor }
+
+    /// Reads one reply line if one arrives within the read timeout; `nil` when none did.
+    /// - Throws: When the connection closed or failed.
+    public func readLineIfAny() throws -> String? {
+        do {
+            return try readLine()
+        } catch let failure as TestFailure where failure.description.contains("errno \(EAGAIN)") {
+            return nil
         }
     }
 

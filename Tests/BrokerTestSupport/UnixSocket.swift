@@ -28,6 +28,15 @@ enum UnixSocket {
         }
     }
 
+    /// `send` without SIGPIPE (a closed peer is `EPIPE`); returns the count written or -1 with `errno` set.
+    static func send(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+        #if canImport(Glibc)
+            return Glibc.send(descriptor, bytes.baseAddress!, bytes.count, Int32(MSG_NOSIGNAL))
+        #else
+            return Darwin.send(descriptor, bytes.baseAddress!, bytes.count, 0)
+        #endif
+    }
+
     /// `bind` to `path`; returns 0 or -1 with `errno` set.
     static func bind(_ descriptor: Int32, to path: String) -> Int32 {
         withAddress(path) { address, length in

@@ -119,6 +119,16 @@ struct ClientTests {
         #expect(!raw.contains("uuuuuuuu"))
     }
 
+    @Test func refusalsTheBrokerCannotSignAreReportedByTheirNames() async throws {
+        let broker = try await ServedBroker(arguments: ["--max-request-size", "4096"])
+        let client = broker.client()
+        // Random hex does not compress below the limit: the broker refuses the line before reading it, unsigned.
+        let big = (0..<8_000).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+        #expect(await code { try await client.set("big", big, ttl: .seconds(60)) } == "too_large")
+        #expect(await code { _ = try await client.ping() } == nil, "the connection goes on")
+        #expect(await code { _ = try await client.get("big", as: String.self) } == "not_found")
+    }
+
     @Test func aThousandConcurrentCallsOnOneClientAreAnsweredCorrectly() async throws {
         let broker = try await ServedBroker()
         defer { broker.kill() }

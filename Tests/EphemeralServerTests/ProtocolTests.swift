@@ -191,7 +191,9 @@ struct ProtocolTests {
         let existing = try harness.connect()
         _ = try existing.request(#"{"action":"set","key":"secret","value":"s","ttl":60000}"#)
         await harness.broker.drain()
-        #expect(try errorName(try existing.request(#"{"action":"get","key":"secret"}"#)) == "draining")
+        let refusal = try existing.request(#"{"action":"get","key":"secret","id":7}"#)
+        #expect(try errorName(refusal) == "draining")
+        #expect(try json(refusal)["id"] as? Int == 7, "a draining reply answers its request by id")
         let late = try harness.connect()
         #expect(try errorName(try late.request(#"{"action":"ping"}"#)) == "draining")
         await harness.broker.stop()
@@ -246,6 +248,17 @@ struct SigningTests {
                 signer: FrameSigner(secret: secret), nonce: nil, replyWithoutMAC: $0, closingBrace: false)
         }
         #expect(signed == String(body.dropLast()) + #","hmac":""# + expected + #""}"#)
+    }
+
+    @Test func aDrainingReplyToASignedRequestIsSigned() async throws {
+        let harness = try await BrokerHarness.start { $0.secret = "test-secret" }
+        let connection = try harness.connect()
+        await harness.broker.drain()
+        let reply = try connection.signedRequest(#"{"action":"ping","id":3}"#, secret: secret)
+        #expect(try errorName(reply) == "draining")
+        #expect(try json(reply)["id"] as? Int == 3)
+        #expect((try json(reply)["hmac"] as? String)?.count == 64, "signed like every reply to a signed request")
+        await harness.broker.shutdown()
     }
 
     @Test func replayedAndStaleRequestsAreRefused() async throws {
