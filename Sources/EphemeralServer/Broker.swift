@@ -68,6 +68,9 @@ public final class Broker: Sendable {
     @discardableResult
     public func start() async throws -> String {
         let binding = try SocketBinding.prepare(configuration.socket)
+        if let reason = binding.fallbackReason {
+            configuration.logger.warning("TMPDIR is unusable; the socket is under /tmp", metadata: ["reason": "\(reason)"])
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         let configuration = self.configuration

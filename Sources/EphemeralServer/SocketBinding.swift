@@ -34,6 +34,8 @@ struct SocketBinding: Sendable {
     /// The lock held for a fixed path.
     let lockPath: String?
     let lockDescriptor: Int32?
+    /// Why `TMPDIR` could not be used, when the socket went to `/tmp` instead.
+    var fallbackReason: String? = nil
 
     /// The longest socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
     static let maxPathBytes = 107
@@ -53,25 +55,27 @@ struct SocketBinding: Sendable {
         var candidates = [String]()
         if let tmp = getenv("TMPDIR").map({ String(cString: $0) }), !tmp.isEmpty { candidates.append(tmp) }
         candidates.append("/tmp")
-        var lastProblem = "no temporary directory"
+        var problems = [String]()
         for base in candidates {
             let trimmed = base.hasSuffix("/") ? String(base.dropLast()) : base
             let directoryTemplate = "\(trimmed)/eb-XXXXXX"
             let socketPath = "\(trimmed)/eb-000000/broker-\(id).sock"
             guard socketPath.utf8.count <= maxPathBytes else {
-                lastProblem = "socket path under \(base) would exceed \(maxPathBytes) bytes"
+                problems.append("a socket path under \(base) would exceed \(maxPathBytes) bytes")
                 continue
             }
             guard let directory = makePrivateDirectory(directoryTemplate) else {
-                lastProblem = "cannot create a private directory under \(base): \(errnoText())"
+                problems.append("cannot create a private directory under \(base): \(errnoText())")
                 continue
             }
             let path = "\(directory)/broker-\(id).sock"
-            return SocketBinding(
+            var binding = SocketBinding(
                 path: path, bindPath: path, directory: directory, lockPath: nil,
                 lockDescriptor: nil)
+            binding.fallbackReason = problems.isEmpty ? nil : problems.joined(separator: "; ")
+            return binding
         }
-        throw SocketSetupError(lastProblem)
+        throw SocketSetupError(problems.joined(separator: "; "))
     }
 
     private static func fixedPath(_ path: String) throws(SocketSetupError) -> SocketBinding {

@@ -36,6 +36,40 @@ struct RunCommandTests {
         #expect(leftovers(result.tmp).isEmpty, "socket and directory removed: \(leftovers(result.tmp))")
     }
 
+    @Test func anUnusableTMPDIRFallsBackToTmpWithAWarning() async throws {
+        let child = try ChildProcess(
+            brokerBinary, ["run", "--", "sh", "-c", #"printf %s "$EPHEMERAL_PIPE""#],
+            environment: ["TMPDIR": "/nonexistent/dir"])
+        #expect(try await child.wait() == 0, "\(child.errorOutput)")
+        #expect(child.output.hasPrefix("/tmp/eb-"))
+        #expect(child.errorOutput.contains("TMPDIR is unusable"))
+        #expect(child.errorOutput.contains("/nonexistent/dir: No such file or directory"))
+    }
+
+    @Test func aFullOrReadOnlyTemporaryDirectoryIsAClearErrorAndTheChildNeverRuns() async throws {
+        // A private mount namespace, where /tmp is a tmpfs with no room for one more inode, or read-only.
+        guard getuid() == 0 else {
+            print("skipped: mounting a full /tmp in a private namespace needs root; running as uid \(getuid())")
+            return
+        }
+        let probe = try ChildProcess("/usr/bin/unshare", ["-m", "true"])
+        guard try await probe.wait() == 0 else {
+            print("skipped: unshare -m is not permitted here: \(probe.errorOutput)")
+            return
+        }
+        let marker = makeTemporaryDirectory() + "/ran"
+        for (options, reason) in [("size=4k,nr_inodes=1", "No space left on device"), ("ro", "Read-only file system")] {
+            let script = #"mount -t tmpfs -o \#(options) full /tmp && exec "$0" run -- touch \#(marker)"#
+            let child = try ChildProcess(
+                "/usr/bin/unshare", ["-m", "sh", "-c", script, brokerBinary], environment: ["TMPDIR": nil])
+            #expect(try await child.wait() == 1, "\(child.errorOutput)")
+            #expect(
+                child.errorOutput.contains("cannot create a private directory under /tmp: \(reason)"),
+                "\(child.errorOutput)")
+            #expect(!pathExists(marker), "the child must not run without its broker")
+        }
+    }
+
     @Test func twoRunsGetDifferentSecretsAndNoAuthGivesNone() async throws {
         let first = try await run(["run", "--", "sh", "-c", "printf %s \"$EPHEMERAL_SECRET\""]).child.output
         let second = try await run(["run", "--", "sh", "-c", "printf %s \"$EPHEMERAL_SECRET\""]).child.output
