@@ -8,6 +8,8 @@ let strict: [SwiftSetting] = [
 
 /// The benchmark executables build only when asked (`EPHEMERAL_BENCHMARKS=1`), so tests never pay for them.
 let benchmarks = Context.environment["EPHEMERAL_BENCHMARKS"] != nil
+/// The libFuzzer target builds only when asked (`EPHEMERAL_FUZZ=1`, by `Tests/Fuzz/run.sh`).
+let fuzzing = Context.environment["EPHEMERAL_FUZZ"] != nil
 
 let package = Package(
     name: "EphemeralBroker",
@@ -155,5 +157,16 @@ if benchmarks {
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Benchmarks/FloorServer"),
+    ]
+}
+
+if fuzzing {
+    package.products += [.executable(name: "eb-fuzz", targets: ["FuzzWire"])]
+    package.targets += [
+        .executableTarget(
+            name: "FuzzWire",
+            dependencies: ["EphemeralWire", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/Fuzz",
+            exclude: ["corpus", "run.sh"]),
     ]
 }
