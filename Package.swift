@@ -42,6 +42,7 @@ let package = Package(
             dependencies: [
                 "CEphemeralCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "CompressNIO", package: "compress-nio"),
             ],
             swiftSettings: strict

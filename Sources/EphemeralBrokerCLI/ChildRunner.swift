@@ -1,5 +1,5 @@
+import EphemeralWire
 import Subprocess
-import Synchronization
 
 #if canImport(System)
     import System
@@ -35,8 +35,8 @@ enum ChildRunner {
             FileHandleOutput.standardError("ephemeral-broker: command not found: \(command[0])\n")
             return (127, nil)
         }
-        let childGroup = Mutex<pid_t?>(nil)
-        let pendingSignal = Mutex<Int32?>(nil)
+        let childGroup = Locked<pid_t?>(nil)
+        let pendingSignal = Locked<Int32?>(nil)
         var forwarder: SignalForwarder?
         if ownProcessGroup {
             forwarder = SignalForwarder([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) { number in

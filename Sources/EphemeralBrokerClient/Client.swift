@@ -2,7 +2,6 @@ import EphemeralWire
 import Foundation
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// A connection to an ephemeral broker, shared safely by any number of concurrent tasks.
 ///
@@ -26,8 +25,8 @@ public final class Client: Sendable {
     /// How this client reaches its broker.
     public let configuration: ClientConfiguration
     private let signer: FrameSigner?
-    private let state = Mutex<ConnectionState>(.idle)
-    private let nextRequestID = Mutex<UInt64>(0)
+    private let state = Locked<ConnectionState>(.idle)
+    private let nextRequestID = Locked<UInt64>(0)
     private let group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
     /// The longest reply line accepted.
@@ -122,7 +121,7 @@ public final class Client: Sendable {
     private func exchange(_ line: ByteBuffer, on channel: any Channel, deadline: ContinuousClock.Instant)
         async throws(BrokerError) -> [UInt8]?
     {
-        let notSent = Mutex(false)
+        let notSent = Locked(false)
         let slot = ReplySlot(eventLoop: channel.eventLoop)
         let remaining = ContinuousClock().now.duration(to: deadline)
         let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(remaining.nanoseconds))) {

@@ -1,12 +1,11 @@
 import EphemeralWire
 import NIOCore
-import Synchronization
 
 /// Where one request's reply goes. Completing it twice is harmless: a timeout, a failed write and a closed
 /// connection may all race to fail it, and only the first outcome counts.
 final class ReplySlot: Sendable {
     private let promise: EventLoopPromise<[UInt8]>
-    private let done = Mutex(false)
+    private let done = Locked(false)
 
     init(eventLoop: any EventLoop) {
         promise = eventLoop.makePromise(of: [UInt8].self)

@@ -1,6 +1,5 @@
 import EphemeralBrokerClient
 import EphemeralWire
-import Synchronization
 
 /// Test helpers: lease a pool item for the duration of a test, in Swift Testing or XCTest.
 ///
@@ -11,7 +10,7 @@ public enum BrokerTesting {
         do throws(BrokerError) { return .success(try Client()) } catch { return .failure(error) }
     }()
 
-    private static let chosenClient = Mutex<Client?>(nil)
+    private static let chosenClient = Locked<Client?>(nil)
 
     /// The process-wide client: the one given to ``use(_:)``, else one from `EPHEMERAL_PIPE` and `EPHEMERAL_SECRET`.
     /// - Throws: `not_configured` when the tests do not run under `ephemeral-broker run`.

@@ -3,7 +3,6 @@ import EphemeralWire
 import Logging
 import NIOCore
 import NIOPosix
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -40,9 +39,9 @@ public final class Broker: Sendable {
 
     private let configuration: BrokerConfiguration
     private let clock: any WallClock
-    private let state = Mutex<State>(.idle)
-    private let stopWaiters = Mutex<(stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
-    private let children = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let state = Locked<State>(.idle)
+    private let stopWaiters = Locked<(stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let children = Locked<[ObjectIdentifier: any Channel]>([:])
 
     /// Creates a broker; nothing is bound until ``start()``.
     /// - Parameters:

@@ -1,4 +1,4 @@
-import Synchronization
+import EphemeralWire
 
 #if canImport(Glibc)
     import Glibc
@@ -27,12 +27,12 @@ public struct SystemWallClock: WallClock {
 
 /// A clock that moves only when told to: tests drive TTL logic with it instead of sleeping.
 public final class ManualWallClock: WallClock {
-    private let current: Mutex<Int64>
+    private let current: Locked<Int64>
 
     /// Creates a clock.
     /// - Parameter start: The initial time in epoch milliseconds.
     public init(start: Int64 = 1_700_000_000_000) {
-        self.current = Mutex(start)
+        self.current = Locked(start)
     }
 
     /// The current time in epoch milliseconds.

@@ -52,7 +52,7 @@ struct ShareOnceProcessTests {
     @Test func aComputingProcessSIGKILLedMidwayIsReplacedAndNobodyHangs() async throws {
         // The first computer kills its own `ephemeral-broker shared` process (its parent) with SIGKILL.
         let compute =
-            #"if mkdir "$T/killed-once" 2>/dev/null; then kill -9 $PPID; sleep 5; fi; echo ran >> "$T/count"; echo ok-$$"#
+            #"if mkdir "$T/killed-once" 2>/dev/null; then kill -9 $PPID; sleep 5; exit 1; fi; echo ran >> "$T/count"; echo ok-$$"#
         let script =
             #"for i in $(seq 8); do "$B" shared auth --ttl 1h --wait 60s -- sh -c '\#(compute)' > "$T/out.$i"; echo $? > "$T/status.$i" & done; wait"#
         let run = try await underBroker(script)

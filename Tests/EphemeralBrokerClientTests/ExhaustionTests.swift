@@ -28,7 +28,7 @@ private func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Doubl
 
 /// Attacks on the broker's memory and connections, against the real binary, with its resident memory measured
 /// from `/proc` (Linux). Serialized so one test's memory peak is not another's.
-@Suite("Resource exhaustion against the broker process", .serialized)
+@Suite("Resource exhaustion against the broker process", .serialized, .loadTest)
 struct ExhaustionTests {
     /// A broker process (unsigned: these attacks need no secret to be made, and the broker must survive them
     /// before it checks any signature).
@@ -42,7 +42,8 @@ struct ExhaustionTests {
     }
 
     @Test func aHundredMegabyteLineIsRefusedInBoundedMemoryWhileOthersAreServed() async throws {
-        let broker = try await serve()
+        // A generous request timeout: this test is about memory, and under a sanitizer 100 MB take a while.
+        let broker = try await serve(["--request-timeout", "10m"])
         let bystander = try RawConnection(path: broker.path)
         #expect(try errorName(bystander.request(#"{"action":"set","key":"keep","value":"v","ttl":60000}"#)) == nil)
         let before = try peak(broker)
