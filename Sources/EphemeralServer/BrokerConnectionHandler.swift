@@ -8,9 +8,8 @@ import NIOCore
 /// Replies are written as requests are decoded and flushed once per read burst, so a pipelining client gets its
 /// replies batched. Reading pauses while the peer is not reading its replies, so a slow reader cannot make the
 /// broker buffer without bound.
-final class BrokerConnectionHandler: ChannelDuplexHandler {
+final class BrokerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let core: BrokerCore
@@ -18,7 +17,6 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
     private var framer: LineFramer
     /// Bytes received and not yet framed.
     private var received: ByteBuffer?
-    private var pendingRead = false
     private var context: ChannelHandlerContext?
     /// The connection's identity as an owner of leases; `nil` for a connection refused at the cap.
     private(set) var admitted: OwnerID?
@@ -178,19 +176,10 @@ final class BrokerConnectionHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
-    func read(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
-            context.read()
-        } else {
-            pendingRead = true
-        }
-    }
-
+    /// Reading stops while the peer is not reading its replies (the channel is not writable) and resumes once it
+    /// does: a slow reader cannot make the broker buffer replies without bound.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, pendingRead {
-            pendingRead = false
-            context.read()
-        }
+        try? context.channel.syncOptions?.setOption(.autoRead, value: context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
 

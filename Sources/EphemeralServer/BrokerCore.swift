@@ -115,11 +115,12 @@ final class BrokerCore {
         metrics.recordRequest()
         inFlight += 1
         defer { inFlight -= 1 }
-        let buffer = allocator.buffer(capacity: 64)
+        // A fresh buffer for each writer, held by nobody else: a second reference would make its first write copy.
+        let capacity = 256
         guard case .line(let line) = frame else {
             return reject(
                 BrokerError(.tooLarge, "the request exceeds \(configuration.maxRequestSize) bytes"),
-                action: nil, into: buffer)
+                action: nil, into: allocator.buffer(capacity: capacity))
         }
         let decoded = line.withUnsafeReadableBytes { bytes -> Result<Request, BrokerError> in
             do throws(BrokerError) { return .success(try decoder.decode(bytes)) } catch { return .failure(error) }
@@ -127,7 +128,7 @@ final class BrokerCore {
         let request: Request
         switch decoded {
         case .success(let value): request = value
-        case .failure(let error): return reject(error, action: nil, into: buffer)
+        case .failure(let error): return reject(error, action: nil, into: allocator.buffer(capacity: capacity))
         }
         let replySigner = request.isSigned ? signer : nil
         func finish(_ writer: inout JSONLineWriter) -> ByteBuffer {
@@ -143,18 +144,19 @@ final class BrokerCore {
             let route = ReplyRoute(
                 connection: connection, sequence: sequence, id: request.id, nonce: request.nonce,
                 signed: request.isSigned)
-            guard var writer = try execute(command, now: now, into: buffer, route: route) else { return nil }
+            guard var writer = try execute(command, now: now, into: allocator.buffer(capacity: capacity), route: route)
+            else { return nil }
             metrics.record(command.action, error: nil)
             return finish(&writer)
         } catch {
             metrics.record(request.action, error: error)
-            var writer = JSONLineWriter.error(error, into: buffer)
+            var writer = JSONLineWriter.error(error, into: allocator.buffer(capacity: capacity))
             if let id = request.id { writer.member("id", rawJSON: id) }
             return finish(&writer)
         }
     }
 
-    private func reject(_ error: BrokerError, action: Action?, into buffer: ByteBuffer) -> ByteBuffer {
+    private func reject(_ error: BrokerError, action: Action?, into buffer: consuming ByteBuffer) -> ByteBuffer {
         metrics.record(action, error: error)
         var writer = JSONLineWriter.error(error, into: buffer)
         return writer.finish(signer: nil, nonce: nil)
@@ -172,7 +174,7 @@ final class BrokerCore {
 
     /// Performs a command.
     /// - Returns: The reply, or `nil` when the command waits and its reply comes later.
-    private func execute(_ command: Command, now: Int64, into buffer: ByteBuffer, route: ReplyRoute)
+    private func execute(_ command: Command, now: Int64, into buffer: consuming ByteBuffer, route: ReplyRoute)
         throws(BrokerError) -> JSONLineWriter?
     {
         var reply = JSONLineWriter.ok(into: buffer)

@@ -37,14 +37,32 @@ public struct Store: Sendable {
         public var wakeups: [Wakeup]
     }
 
+    /// One stored value. Kept to 40 bytes (a dictionary bucket per item, live or empty, holds one): the read
+    /// limit is an `Int32` with -1 for none rather than an `Int?`, which alone would pad the item to 56.
     struct Item {
         var value: [UInt8]
-        var compressed: Bool
         var ttl: Int64
         var expiresAt: Int64
         /// Also the item's version.
         var generation: UInt64
-        var readsLeft: Int?
+        private var readsLeftOrNone: Int32
+        var compressed: Bool
+
+        init(value: [UInt8], compressed: Bool, ttl: Int64, expiresAt: Int64, generation: UInt64, readsLeft: Int?) {
+            self.value = value
+            self.ttl = ttl
+            self.expiresAt = expiresAt
+            self.generation = generation
+            self.readsLeftOrNone = -1
+            self.compressed = compressed
+            self.readsLeft = readsLeft
+        }
+
+        /// How many more reads the item allows; `nil` for no limit. A limit past `Int32.max` is kept as `Int32.max`.
+        var readsLeft: Int? {
+            get { readsLeftOrNone < 0 ? nil : Int(readsLeftOrNone) }
+            set { readsLeftOrNone = newValue.map { Int32(clamping: max(0, $0)) } ?? -1 }
+        }
     }
 
     /// The configuration the store enforces.

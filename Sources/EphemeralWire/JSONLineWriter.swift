@@ -15,7 +15,7 @@ public struct JSONLineWriter {
     /// How deeply nested the object being written is (0: the reply itself).
     private var depth = 0
 
-    private init(buffer: ByteBuffer) {
+    private init(buffer: consuming ByteBuffer) {
         self.buffer = buffer
         self.start = buffer.writerIndex
         self.buffer.writeStaticString("{")
@@ -24,7 +24,7 @@ public struct JSONLineWriter {
     /// Begins a success reply: `{"ok":true`.
     /// - Parameter buffer: A buffer to append to (usually empty, from the channel's allocator).
     /// - Returns: The writer.
-    public static func ok(into buffer: ByteBuffer) -> JSONLineWriter {
+    public static func ok(into buffer: consuming ByteBuffer) -> JSONLineWriter {
         var writer = JSONLineWriter(buffer: buffer)
         writer.member("ok", bool: true)
         return writer
@@ -35,7 +35,7 @@ public struct JSONLineWriter {
     ///   - action: The action.
     ///   - buffer: A buffer to append to.
     /// - Returns: The writer.
-    public static func request(_ action: String, into buffer: ByteBuffer) -> JSONLineWriter {
+    public static func request(_ action: String, into buffer: consuming ByteBuffer) -> JSONLineWriter {
         var writer = JSONLineWriter(buffer: buffer)
         writer.member("action", string: action)
         return writer
@@ -64,7 +64,7 @@ public struct JSONLineWriter {
     ///   - error: The error to report.
     ///   - buffer: A buffer to append to.
     /// - Returns: The writer.
-    public static func error(_ error: BrokerError, into buffer: ByteBuffer) -> JSONLineWriter {
+    public static func error(_ error: BrokerError, into buffer: consuming ByteBuffer) -> JSONLineWriter {
         var writer = JSONLineWriter(buffer: buffer)
         writer.member("ok", bool: false)
         writer.member("error", string: error.code.wireName)
@@ -74,8 +74,22 @@ public struct JSONLineWriter {
 
     private mutating func name(_ name: String) {
         let bit: UInt64 = 1 << UInt64(depth)
-        if hasMember & bit != 0 { buffer.writeStaticString(",") }
+        let comma = hasMember & bit != 0
         hasMember |= bit
+        // Names are the broker's own ASCII words: written in one piece when they need no escaping.
+        let written = name.utf8.withContiguousStorageIfAvailable { utf8 -> Bool in
+            guard !utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else {
+                return false
+            }
+            buffer.reserveCapacity(minimumWritableBytes: utf8.count + 4)
+            if comma { buffer.writeInteger(UInt8(ascii: ",")) }
+            buffer.writeInteger(UInt8(ascii: "\""))
+            buffer.writeBytes(UnsafeRawBufferPointer(utf8))
+            buffer.writeInteger(UInt16(0x223A))  // `":` (big-endian)
+            return true
+        }
+        guard written != true else { return }
+        if comma { buffer.writeStaticString(",") }
         buffer.writeJSONString(name)
         buffer.writeStaticString(":")
     }
@@ -89,7 +103,7 @@ public struct JSONLineWriter {
     /// Appends an integer member.
     public mutating func member(_ name: String, int value: Int64) {
         self.name(name)
-        buffer.writeString(String(value))
+        buffer.writeDecimal(value)
     }
 
     /// Appends a number member; non-finite numbers are written as `0`, which JSON cannot express otherwise.
@@ -175,9 +189,44 @@ public struct JSONLineWriter {
 }
 
 extension ByteBuffer {
+    /// Writes an integer in decimal, without making a `String` of it.
+    /// - Parameter value: The integer.
+    public mutating func writeDecimal(_ value: Int64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits and a sign
+        let count = withUnsafeMutableBytes(of: &digits) { raw -> Int in
+            var magnitude = value.magnitude
+            var position = raw.count
+            repeat {
+                position -= 1
+                raw[position] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude != 0
+            if value < 0 {
+                position -= 1
+                raw[position] = UInt8(ascii: "-")
+            }
+            return raw.count - position
+        }
+        withUnsafeBytes(of: &digits) { raw in
+            writeBytes(UnsafeRawBufferPointer(rebasing: raw[(raw.count - count)...]))
+        }
+    }
+
     /// Writes `string` as a JSON string literal, escaping what JSON requires.
     /// - Parameter string: The text.
     public mutating func writeJSONString(_ string: String) {
+        // Most strings need no escaping: check the bytes in place and write them in one piece.
+        let plain = string.utf8.withContiguousStorageIfAvailable { utf8 -> Bool in
+            guard !utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else {
+                return false
+            }
+            reserveCapacity(minimumWritableBytes: utf8.count + 2)
+            writeInteger(UInt8(ascii: "\""))
+            writeBytes(UnsafeRawBufferPointer(utf8))
+            writeInteger(UInt8(ascii: "\""))
+            return true
+        }
+        if plain == true { return }
         writeStaticString("\"")
         var pendingStart = string.utf8.startIndex
         let utf8 = string.utf8

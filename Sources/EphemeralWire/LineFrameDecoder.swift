@@ -1,5 +1,11 @@
 import NIOCore
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// One framed request line, or the news that a line went over the byte limit.
 public enum RequestFrame: Sendable {
     /// A complete line without its `\n` (and without a trailing `\r`).
@@ -43,7 +49,13 @@ public struct LineFramer: Sendable {
     /// - Returns: What was found.
     public mutating func next(_ buffer: inout ByteBuffer) -> Step {
         let view = buffer.readableBytesView
-        guard let newline = view[(view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n")) else {
+        let found = buffer.withUnsafeReadableBytes { bytes -> Int? in
+            guard bytes.count > scanned,
+                let hit = memchr(bytes.baseAddress! + scanned, Int32(UInt8(ascii: "\n")), bytes.count - scanned)
+            else { return nil }
+            return UnsafeRawPointer(hit) - UnsafeRawPointer(bytes.baseAddress!)
+        }
+        guard let newline = found.map({ view.startIndex + $0 }) else {
             if discarding {
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
                 scanned = 0
