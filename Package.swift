@@ -148,6 +148,7 @@ if benchmarks {
     package.products += [
         .executable(name: "eb-loadgen", targets: ["LoadGenerator"]),
         .executable(name: "eb-floor", targets: ["FloorServer"]),
+        .executable(name: "eb-clientbench", targets: ["ClientBench"]),
     ]
     package.targets += [
         .executableTarget(
@@ -158,6 +159,8 @@ if benchmarks {
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Benchmarks/FloorServer"),
+        .executableTarget(
+            name: "ClientBench", dependencies: ["EphemeralBrokerClient"], path: "Benchmarks/ClientBench"),
     ]
 }
 

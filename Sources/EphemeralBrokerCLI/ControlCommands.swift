@@ -1,7 +1,11 @@
 import ArgumentParser
 import EphemeralBrokerClient
 import EphemeralWire
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials  // no ICU to load: a faster start for every short-lived worker process
+#else
+    import Foundation
+#endif
 
 /// Options every control command shares: where the broker is and how to print.
 struct ClientOptions: ParsableArguments {
@@ -201,8 +205,47 @@ func jsonString(_ text: String) -> String {
 
 /// JSON pretty-printed with sorted keys, for people.
 func prettyJSON(_ json: [UInt8]) -> String {
-    guard let object = try? JSONSerialization.jsonObject(with: Data(json)),
-        let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    guard let value = try? JSONDecoder().decode(AnyJSON.self, from: Data(json)),
+        let pretty = try? encoder.encode(value)
     else { return String(decoding: json, as: UTF8.self) }
     return String(decoding: pretty, as: UTF8.self)
+}
+
+/// Any JSON value, decoded and encoded again as it was (integers stay integers).
+private enum AnyJSON: Codable {
+    case null, bool(Bool), int(Int64), double(Double), string(String), array([AnyJSON]), object([String: AnyJSON])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int64.self) {
+            self = .int(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .double(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([AnyJSON].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: AnyJSON].self))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .int(let value): try container.encode(value)
+        case .double(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
 }

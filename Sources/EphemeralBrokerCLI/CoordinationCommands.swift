@@ -1,7 +1,11 @@
 import ArgumentParser
 import EphemeralBrokerClient
 import EphemeralWire
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials  // no ICU to load: a faster start for every short-lived worker process
+#else
+    import Foundation
+#endif
 import Subprocess
 
 #if canImport(System)

@@ -2,7 +2,11 @@ import ArgumentParser
 import EphemeralServer
 import EphemeralStore
 import EphemeralWire
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials  // no ICU to load: a faster start for every short-lived worker process
+#else
+    import Foundation
+#endif
 import Logging
 import Subprocess
 

@@ -1,5 +1,9 @@
 import EphemeralWire
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials  // no ICU to load: a faster start for every short-lived worker process
+#else
+    import Foundation
+#endif
 
 /// A value read together with its version, for compare-and-set.
 public struct Versioned<Value: Sendable>: Sendable {

@@ -1,5 +1,9 @@
 import EphemeralWire
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials  // no ICU to load: a faster start for every short-lived worker process
+#else
+    import Foundation
+#endif
 
 /// A live item as `list` reports it: never its value.
 public struct ListedItem: Sendable, Equatable {
@@ -100,12 +104,11 @@ extension Client {
     /// The live items and when they expire, sorted by key; never their values.
     public func list() async throws(BrokerError) -> [ListedItem] {
         let reply = try await call("list")
+        struct Listed: Decodable { var expires: Int64? }
         guard let items = reply.json("items"),
-            let object = try? JSONSerialization.jsonObject(with: Data(items)) as? [String: [String: Any]]
+            let object = try? JSONDecoder().decode([String: Listed].self, from: Data(items))
         else { throw BrokerError(.invalidReply, "list reply has no items") }
-        return object.map { key, info in
-            ListedItem(key: key, expiresAt: (info["expires"] as? NSNumber)?.int64Value ?? 0)
-        }.sorted { $0.key < $1.key }
+        return object.map { key, info in ListedItem(key: key, expiresAt: info.expires ?? 0) }.sorted { $0.key < $1.key }
     }
 
     // MARK: - Broker

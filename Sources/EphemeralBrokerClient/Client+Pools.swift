@@ -1,5 +1,9 @@
 import EphemeralWire
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials  // no ICU to load: a faster start for every short-lived worker process
+#else
+    import Foundation
+#endif
 
 /// An exclusive item leased from a pool: held until released, until its holder's connection closes, or until its
 /// TTL lapses.

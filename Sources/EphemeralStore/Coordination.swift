@@ -68,6 +68,7 @@ struct CoordinationTable: Sendable {
 
     /// The key now has a value: every waiter gets it, and any claim on it is settled.
     mutating func keySet(_ key: String, value: Store.Value, version: UInt64) -> [Wakeup] {
+        guard !claims.isEmpty || !keyWaiters.isEmpty else { return [] }  // the common case: nobody waits
         claims.removeValue(forKey: key)
         let waiters = keyWaiters.removeValue(forKey: key) ?? []
         for waiter in waiters { waiting.removeValue(forKey: waiter.id) }

@@ -141,7 +141,8 @@ public struct Store: Sendable {
     @discardableResult
     public mutating func set(_ command: SetCommand, now: Int64) throws(BrokerError) -> SetResult {
         let ttl = try itemTTL(command.ttl)
-        let current = peek(command.key, now: now)
+        let conditional = command.ifAbsent || command.ifVersion != nil
+        let current = conditional ? peek(command.key, now: now) : nil
         if command.ifAbsent, current != nil { throw BrokerError(.exists, "\(command.key) already has a value") }
         if let expected = command.ifVersion, current?.version != expected {
             throw BrokerError(
@@ -155,7 +156,7 @@ public struct Store: Sendable {
         guard size <= configuration.maxValueSize else {
             throw BrokerError(.tooLarge, "the value is \(size) bytes; the limit is \(configuration.maxValueSize)")
         }
-        if items[command.key] == nil, configuration.maxItems > 0, items.count >= configuration.maxItems {
+        if configuration.maxItems > 0, items.count >= configuration.maxItems, items[command.key] == nil {
             _ = sweepItems(now: now)
             guard items.count < configuration.maxItems else {
                 throw BrokerError(.maxItems, "the store holds its maximum of \(configuration.maxItems) items")

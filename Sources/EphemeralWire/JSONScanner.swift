@@ -172,6 +172,13 @@ struct JSONScanner {
         index += 1  // opening quote
         let start = index
         while index < bytes.count {
+            // Plain printable ASCII, the bulk of every key and value: one comparison chain per byte.
+            while index < bytes.count, bytes[index] >= 0x20, bytes[index] < 0x80, bytes[index] != UInt8(ascii: "\""),
+                bytes[index] != UInt8(ascii: "\\")
+            {
+                index += 1
+            }
+            guard index < bytes.count else { break }
             let byte = bytes[index]
             switch byte {
             case UInt8(ascii: "\""):
@@ -305,6 +312,19 @@ struct JSONScanner {
     func number(_ member: Member) -> Double? {
         let first = firstByte(of: member)
         guard first == UInt8(ascii: "-") || isDigit(first) else { return nil }
+        // Integers of up to 15 digits (every TTL, wait and fence) are exact in a Double: no String, no strtod.
+        let range = member.value
+        var position = range.lowerBound + (first == UInt8(ascii: "-") ? 1 : 0)
+        if range.upperBound - position <= 15 {
+            var magnitude: Int64 = 0
+            while position < range.upperBound, isDigit(bytes[position]) {
+                magnitude = magnitude * 10 + Int64(bytes[position] - UInt8(ascii: "0"))
+                position += 1
+            }
+            if position == range.upperBound {
+                return first == UInt8(ascii: "-") ? -Double(magnitude) : Double(magnitude)
+            }
+        }
         return Double(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[member.value]), as: UTF8.self))
     }
 
@@ -323,6 +343,9 @@ struct JSONScanner {
     /// The member's value as compact JSON bytes: white space outside strings removed, everything else verbatim.
     func compactBytes(_ member: Member) -> [UInt8] {
         let slice = UnsafeRawBufferPointer(rebasing: bytes[member.value])
+        // A string, number or literal has no white space to remove: one copy.
+        let first = firstByte(of: member)
+        if first != UInt8(ascii: "{"), first != UInt8(ascii: "[") { return Array(slice) }
         var output = [UInt8]()
         output.reserveCapacity(slice.count)
         var inString = false

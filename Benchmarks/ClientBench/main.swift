@@ -1,0 +1,76 @@
+// Our Swift `Client` end to end against a running broker:
+//
+//   eb-clientbench --socket PATH sequential [--count N]      one task, N gets in a row: latency percentiles
+//   eb-clientbench --socket PATH concurrent [--seconds S]    32 tasks sharing one Client: ops/s
+//   eb-clientbench --socket PATH first                       a fresh process's first request: connect + reply
+//
+// Prints one JSON line. `--secret S` signs as a worker under `run` would.
+import EphemeralBrokerClient
+import Foundation
+
+var arguments = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String) -> String? {
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+    defer { arguments.removeSubrange(index...(index + 1)) }
+    return arguments[index + 1]
+}
+let socket = option("--socket") ?? ProcessInfo.processInfo.environment["EPHEMERAL_PIPE"] ?? ""
+let secret = option("--secret")
+let count = option("--count").flatMap(Int.init) ?? 20_000
+let seconds = option("--seconds").flatMap(Double.init) ?? 2
+let mode = arguments.first ?? "sequential"
+let value = String(repeating: "v", count: 100)
+
+func microseconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) * 1e6 + Double(duration.components.attoseconds) / 1e12
+}
+
+func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]
+}
+
+let clock = ContinuousClock()
+switch mode {
+case "first":
+    let start = clock.now
+    let client = Client(configuration: ClientConfiguration(socketPath: socket, secret: secret))
+    _ = try await client.ping()
+    print(#"{"firstRequestUs":\#(microseconds(clock.now - start))}"#)
+case "sequential":
+    let client = Client(configuration: ClientConfiguration(socketPath: socket, secret: secret))
+    try await client.set("bench-key", value, ttl: .seconds(600))
+    var samples: [Double] = []
+    samples.reserveCapacity(count)
+    for _ in 0..<count {
+        let start = clock.now
+        _ = try await client.get("bench-key", as: String.self)
+        samples.append(microseconds(clock.now - start))
+    }
+    samples.sort()
+    let total = samples.reduce(0, +)
+    print(
+        #"{"ops":\#(count),"opsPerSec":\#(Int(Double(count) / total * 1e6)),"p50us":\#(percentile(samples, 0.5)),"p99us":\#(percentile(samples, 0.99)),"p999us":\#(percentile(samples, 0.999))}"#
+    )
+case "concurrent":
+    let client = Client(configuration: ClientConfiguration(socketPath: socket, secret: secret))
+    try await client.set("bench-key", value, ttl: .seconds(600))
+    let deadline = clock.now + .milliseconds(Int64(seconds * 1000))
+    let start = clock.now
+    let total = try await withThrowingTaskGroup(of: Int.self) { group in
+        for _ in 0..<32 {
+            group.addTask {
+                var done = 0
+                while clock.now < deadline {
+                    _ = try await client.get("bench-key", as: String.self)
+                    done += 1
+                }
+                return done
+            }
+        }
+        return try await group.reduce(0, +)
+    }
+    let elapsed = microseconds(clock.now - start) / 1e6
+    print(#"{"tasks":32,"ops":\#(total),"opsPerSec":\#(Int(Double(total) / elapsed))}"#)
+default:
+    fatalError("unknown mode \(mode)")
+}
