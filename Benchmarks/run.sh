@@ -71,9 +71,9 @@ echo "| ping (for lease+release) | 16 | floor | $rate | $p50 | $p99 | $p999 | $c
 echo
 echo "| our Swift Client, end to end (unsigned broker) | figure |"
 echo "|---|---|"
-seq_line=$("$bin/eb-clientbench" --socket "$dir/broker.sock" sequential --count 20000)
+seq_line=$("$bin/eb-clientbench" --socket "$dir/broker.sock" --count 20000 sequential)
 echo "| sequential get from one task: ops/s, p50 / p99 / p99.9 µs | $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["opsPerSec"], ",", round(r["p50us"],1), "/", round(r["p99us"],1), "/", round(r["p999us"],1))' "$seq_line") |"
-con_line=$("$bin/eb-clientbench" --socket "$dir/broker.sock" concurrent --seconds 2)
+con_line=$("$bin/eb-clientbench" --socket "$dir/broker.sock" --seconds 2 concurrent)
 echo "| 32 tasks on one Client (one pipelined connection): get ops/s | $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["opsPerSec"])' "$con_line") |"
 first=$(for _ in $(seq 20); do "$bin/eb-clientbench" --socket "$dir/broker.sock" first | python3 -c 'import json,sys; print(json.load(sys.stdin)["firstRequestUs"])'; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 whole=$(for _ in $(seq 20); do s=$(date +%s%N); "$bin/eb-clientbench" --socket "$dir/broker.sock" first >/dev/null; e=$(date +%s%N); echo $((e - s)); done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}')

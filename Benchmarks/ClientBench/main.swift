@@ -1,24 +1,23 @@
 // Our Swift `Client` end to end against a running broker:
 //
-//   eb-clientbench --socket PATH sequential [--count N]      one task, N gets in a row: latency percentiles
-//   eb-clientbench --socket PATH concurrent [--seconds S]    32 tasks sharing one Client: ops/s
+//   eb-clientbench --socket PATH [--count N] sequential      one task, N gets in a row: latency percentiles
+//   eb-clientbench --socket PATH [--seconds S] concurrent    32 tasks sharing one Client: ops/s
 //   eb-clientbench --socket PATH first                       a fresh process's first request: connect + reply
 //
 // Prints one JSON line. `--secret S` signs as a worker under `run` would.
 import EphemeralBrokerClient
 import Foundation
 
-var arguments = Array(CommandLine.arguments.dropFirst())
+let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
-    defer { arguments.removeSubrange(index...(index + 1)) }
     return arguments[index + 1]
 }
 let socket = option("--socket") ?? ProcessInfo.processInfo.environment["EPHEMERAL_PIPE"] ?? ""
 let secret = option("--secret")
 let count = option("--count").flatMap(Int.init) ?? 20_000
 let seconds = option("--seconds").flatMap(Double.init) ?? 2
-let mode = arguments.first ?? "sequential"
+let mode = arguments.last ?? "sequential"  // the mode goes last: eb-clientbench --socket S [--count N] MODE
 let value = String(repeating: "v", count: 100)
 
 func microseconds(_ duration: Duration) -> Double {
@@ -67,7 +66,9 @@ case "concurrent":
                 return done
             }
         }
-        return try await group.reduce(0, +)
+        var total = 0
+        for try await done in group { total += done }
+        return total
     }
     let elapsed = microseconds(clock.now - start) / 1e6
     print(#"{"tasks":32,"ops":\#(total),"opsPerSec":\#(Int(Double(total) / elapsed))}"#)

@@ -93,11 +93,14 @@ struct BrokerOptions: ParsableArguments {
             if let text = environment[variable], !text.isEmpty { return (text, variable) }
             return nil
         }
-        func duration(_ flagValue: String?, _ variable: String, flagName: String) throws -> Int64? {
+        func duration(_ flagValue: String?, _ variable: String, flagName: String, positive: Bool = false) throws
+            -> Int64?
+        {
             guard let (text, from) = setting(flagValue, variable, flagName) else { return nil }
             guard let milliseconds = DurationParser.milliseconds(text) else {
                 throw ValidationError("invalid duration '\(text)' for \(from): use e.g. 1500ms, 30s, 5m, 1h")
             }
+            guard !positive || milliseconds > 0 else { throw ValidationError("\(from) must be positive") }
             return milliseconds
         }
         func integer(_ flagValue: String?, _ variable: String, flagName: String, minimum: Int) throws -> Int? {
@@ -142,20 +145,20 @@ struct BrokerOptions: ParsableArguments {
         {
             configuration.maxConnections = connections
         }
-        if let sweep = try duration(sweeperInterval, "BROKER_SWEEPER_INTERVAL", flagName: "--sweeper-interval") {
-            guard sweep > 0 else { throw ValidationError("the sweeper interval must be positive") }
+        if let sweep = try duration(
+            sweeperInterval, "BROKER_SWEEPER_INTERVAL", flagName: "--sweeper-interval", positive: true)
+        {
             configuration.sweeperInterval = sweep
         }
-        if let idle = try duration(idleTimeout, "BROKER_IDLE_TIMEOUT", flagName: "--idle-timeout") {
-            guard idle > 0 else { throw ValidationError("the idle timeout must be positive") }
-            configuration.idleTimeout = idle
-        }
-        if let beat = try duration(heartbeatInterval, "BROKER_HEARTBEAT_INTERVAL", flagName: "--heartbeat-interval") {
-            guard beat > 0 else { throw ValidationError("the heartbeat interval must be positive") }
-            configuration.heartbeatInterval = beat
-        }
-        if let limit = try duration(requestTimeout, "BROKER_REQUEST_TIMEOUT", flagName: "--request-timeout") {
-            guard limit > 0 else { throw ValidationError("the request timeout must be positive") }
+        configuration.idleTimeout =
+            try duration(idleTimeout, "BROKER_IDLE_TIMEOUT", flagName: "--idle-timeout", positive: true)
+            ?? configuration.idleTimeout
+        configuration.heartbeatInterval =
+            try duration(heartbeatInterval, "BROKER_HEARTBEAT_INTERVAL", flagName: "--heartbeat-interval", positive: true)
+            ?? configuration.heartbeatInterval
+        if let limit = try duration(
+            requestTimeout, "BROKER_REQUEST_TIMEOUT", flagName: "--request-timeout", positive: true)
+        {
             configuration.requestTimeout = limit
         }
         if let drain = try duration(drainTimeout, "BROKER_DRAIN_TIMEOUT", flagName: "--drain-timeout") {

@@ -4,6 +4,23 @@
     import Darwin
 #endif
 
+/// Fills the listen backlog of a server that is not accepting (stopped): non-blocking connections are made until
+/// the kernel answers `EAGAIN`. Close the returned descriptors when done.
+/// - Returns: The connections that made it into the backlog.
+public func fillListenBacklog(of path: String, atMost limit: Int = 10_000) -> [Int32] {
+    var descriptors: [Int32] = []
+    while descriptors.count < limit {
+        let descriptor = UnixSocket.make()
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        guard UnixSocket.connect(descriptor, to: path) == 0 else {
+            close(descriptor)
+            break
+        }
+        descriptors.append(descriptor)
+    }
+    return descriptors
+}
+
 /// The raw Unix-socket calls the test doubles share.
 enum UnixSocket {
     /// A new stream socket that child processes do not inherit.

@@ -194,4 +194,20 @@ struct ExhaustionTests {
         let metrics = try await reader.metrics()
         #expect(!metrics.contains(#"ephemeral_broker_connections_closed_total{error="too_many_connections"} 0"#), "the cap was really reached")
     }
+
+    @Test func aClientFindingTheBacklogFullRetriesItsConnectAndItsRequestLandsOnce() async throws {
+        let broker = try await serve()
+        let path = broker.path
+        broker.process.signal(SIGSTOP)  // a broker too busy to accept: its listen backlog fills up
+        let queued = fillListenBacklog(of: path)
+        #expect(queued.count >= 1 && queued.count < 10_000, "the backlog filled at \(queued.count)")
+        let client = Client(configuration: ClientConfiguration(socketPath: path, secret: nil, timeout: .seconds(30)))
+        let increment = Task { try await client.increment("landed") }
+        // The scenario itself: the broker stays stopped while the client's connects meet a full backlog (EAGAIN).
+        try await Task.sleep(for: .milliseconds(300))
+        broker.process.signal(SIGCONT)
+        for descriptor in queued { close(descriptor) }
+        #expect(try await increment.value == 1)
+        #expect(try await client.increment("landed") == 2, "the first increment ran exactly once")
+    }
 }

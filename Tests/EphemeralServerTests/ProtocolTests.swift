@@ -184,6 +184,9 @@ struct ProtocolTests {
         #expect(
             try unversioned(try steady.request(#"{"action":"get","key":"k"}"#))
                 == #"{"ok":true,"value":1,"compressed":false}"#)
+        let metrics = try json(try steady.request(#"{"action":"metrics"}"#))["metrics"] as? String ?? ""
+        // In flight: only the `metrics` request answering this; the half request never counted.
+        #expect(metrics.contains("ephemeral_broker_requests_in_flight 1\n"), "the half request left nothing in flight")
     }
 
     @Test func drainAnswersDrainingThenStopRemovesEverything() async throws {
