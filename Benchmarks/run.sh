@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
-EPHEMERAL_BENCHMARKS=1 swift build -c release --scratch-path .build-release >&2
+EPHEMERAL_BENCHMARKS=1 swift build -c release --static-swift-stdlib --scratch-path .build-release >&2
 bin=.build-release/release
 seconds=${SECONDS_PER_POINT:-2}
 runs=${RUNS:-3}

@@ -4,8 +4,11 @@ import CEphemeralCrypto
 ///
 /// A signed request carries `"hmac":"<64 hex digits>"` as its last member; the MAC covers the line with that member
 /// removed, which is exactly the `JSON.stringify` text the Node client signed. Nothing is re-serialised.
-public struct FrameSigner: Sendable {
-    private let key: [UInt8]
+public struct FrameSigner: @unchecked Sendable {  // two plain C structs, only ever copied
+    /// SHA-256 after absorbing the key XOR ipad, and after the key XOR opad (RFC 2104): each MAC starts from
+    /// copies of these, so a MAC costs two hash finalisations and no key schedule, allocation or lookup.
+    private let inner: SHA256_CTX
+    private let outer: SHA256_CTX
 
     /// The length of a MAC in bytes.
     public static let macLength = 32
@@ -13,27 +16,42 @@ public struct FrameSigner: Sendable {
     /// Creates a signer.
     /// - Parameter secret: The shared secret; its UTF-8 bytes are the HMAC key.
     public init(secret: String) {
-        self.key = Array(secret.utf8)
+        self.init(key: Array(secret.utf8))
+    }
+
+    /// Creates a signer from raw key bytes.
+    /// - Parameter key: The HMAC key; a key longer than SHA-256's 64-byte block is hashed first, as RFC 2104 says.
+    public init(key: [UInt8]) {
+        var block = key
+        if block.count > 64 {
+            var digest = [UInt8](repeating: 0, count: 32)
+            _ = SHA256(block, block.count, &digest)
+            block = digest
+        }
+        block += [UInt8](repeating: 0, count: 64 - block.count)
+        func absorbing(_ pad: UInt8) -> SHA256_CTX {
+            var context = SHA256_CTX()
+            SHA256_Init(&context)
+            let padded = block.map { $0 ^ pad }
+            SHA256_Update(&context, padded, padded.count)
+            return context
+        }
+        inner = absorbing(0x36)
+        outer = absorbing(0x5C)
     }
 
     /// Computes HMAC-SHA256 over the concatenation of `parts`.
     /// - Parameter parts: The byte ranges, in order.
     /// - Returns: The 32-byte MAC.
     public func mac(_ parts: [UnsafeRawBufferPointer]) -> [UInt8] {
-        var message = [UInt8]()
-        message.reserveCapacity(parts.reduce(0) { $0 + $1.count })
-        for part in parts { message.append(contentsOf: part) }
+        var context = inner
+        for part in parts where !part.isEmpty { SHA256_Update(&context, part.baseAddress, part.count) }
+        var innerHash = [UInt8](repeating: 0, count: 32)
+        SHA256_Final(&innerHash, &context)
+        var outerContext = outer
+        SHA256_Update(&outerContext, innerHash, innerHash.count)
         var output = [UInt8](repeating: 0, count: Self.macLength)
-        var outputLength: UInt32 = 0
-        key.withUnsafeBufferPointer { keyBytes in
-            message.withUnsafeBufferPointer { messageBytes in
-                _ = output.withUnsafeMutableBufferPointer { out in
-                    HMAC(
-                        EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), messageBytes.baseAddress,
-                        messageBytes.count, out.baseAddress, &outputLength)
-                }
-            }
-        }
+        SHA256_Final(&output, &outerContext)
         return output
     }
 

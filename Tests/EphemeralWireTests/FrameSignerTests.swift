@@ -24,6 +24,27 @@ struct FrameSignerTests {
         }
     }
 
+    @Test(arguments: [
+        // RFC 4231 test cases 1, 2 and 6 (a key longer than the block is hashed first).
+        ([UInt8](repeating: 0x0B, count: 20), "Hi There",
+         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        (Array("Jefe".utf8), "what do ya want for nothing?",
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+        ([UInt8](repeating: 0xAA, count: 131), "Test Using Larger Than Block-Size Key - Hash Key First",
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+    ])
+    func matchesTheRFC4231Vectors(key: [UInt8], message: String, expected: String) {
+        let signer = FrameSigner(key: key)
+        #expect(Array(message.utf8).withUnsafeBytes { signer.hexMAC($0) } == expected)
+        // The same MAC when the message comes in parts, as a reply's does.
+        let bytes = Array(message.utf8)
+        let split = bytes.count / 3
+        let parts = bytes[..<split].withUnsafeBytes { first in
+            bytes[split...].withUnsafeBytes { rest in Hex.encode(signer.mac([first, UnsafeRawBufferPointer(start: nil, count: 0), rest])) }
+        }
+        #expect(parts == expected)
+    }
+
     @Test func acceptsTheNodeClientsSignature() {
         #expect(outcome(signed(#"{"action":"set","key":"k","value":{"b":1,"a":[2]},"ttl":5}"#)) == "signed")
     }
