@@ -57,9 +57,13 @@ struct RunCommandTests {
             print("skipped: unshare -m is not permitted here: \(probe.errorOutput)")
             return
         }
-        let marker = makeTemporaryDirectory() + "/ran"
+        // The binary and the marker must live outside /tmp, which the namespace hides (CI may clone under /tmp):
+        // the binary is copied to a tmpfs of its own, the marker goes to /dev/shm.
+        let marker = "/dev/shm/ebt-ran-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(marker) }
         for (options, reason) in [("size=4k,nr_inodes=1", "No space left on device"), ("ro", "Read-only file system")] {
-            let script = #"mount -t tmpfs -o \#(options) full /tmp && exec "$0" run -- touch \#(marker)"#
+            let script =
+                #"mount -t tmpfs bin /mnt && cp "$0" /mnt/eb && mount -t tmpfs -o \#(options) full /tmp && exec /mnt/eb run -- touch \#(marker)"#
             let child = try ChildProcess(
                 "/usr/bin/unshare", ["-m", "sh", "-c", script, brokerBinary], environment: ["TMPDIR": nil])
             #expect(try await child.wait() == 1, "\(child.errorOutput)")
