@@ -168,23 +168,26 @@ struct Workload {
 let options = Options(CommandLine.arguments)
 let workload = Workload(options: options)
 
-// `--workload fill --prefill N`: set N new keys over one connection; report the rate over the first and last tenth.
-if options.workload == "fill" {
+/// Sets keys 0 ..< `count` one at a time over one new connection; `stored(n, reply)` sees key `n`'s reply.
+func setKeys(_ count: Int, stored: (Int, [UInt8]) -> Void = { _, _ in }) {
+    var setOptions = options
+    setOptions.workload = "set"
+    let setter = Workload(options: setOptions)
     let connection = Connection(path: options.socket)
-    let setter = Workload(
-        options: {
-            var o = options
-            o.workload = "set"
-            return o
-        }())
-    let tenth = max(1, options.prefill / 10)
-    var marks: [UInt64] = [nanoseconds()]
-    for n in 0..<options.prefill {
+    for n in 0..<count {
         for request in setter.requests(connection: 0, key: n, step: 0) {
             connection.send(request)
-            let reply = connection.readLine()
-            precondition(reply.starts(with: Array(#"{"ok":true"#.utf8)), String(decoding: reply, as: UTF8.self))
+            stored(n, options.resp ? connection.readRESP() : connection.readLine())
         }
+    }
+}
+
+// `--workload fill --prefill N`: set N new keys over one connection; report the rate over the first and last tenth.
+if options.workload == "fill" {
+    let tenth = max(1, options.prefill / 10)
+    var marks: [UInt64] = [nanoseconds()]
+    setKeys(options.prefill) { n, reply in
+        precondition(reply.starts(with: Array(#"{"ok":true"#.utf8)), String(decoding: reply, as: UTF8.self))
         if (n + 1) % tenth == 0 { marks.append(nanoseconds()) }
     }
     let first = Double(tenth) / (Double(marks[1] - marks[0]) / 1e9)
@@ -193,21 +196,7 @@ if options.workload == "fill" {
     exit(0)
 }
 let keys = max(1, options.prefill)
-if options.workload == "get" || options.workload == "mixed" {
-    let connection = Connection(path: options.socket)
-    let base = Workload(
-        options: {
-            var o = options
-            o.workload = "set"
-            return o
-        }())
-    for n in 0..<keys {
-        for request in base.requests(connection: 0, key: n, step: 0) {
-            connection.send(request)
-            _ = options.resp ? connection.readRESP() : connection.readLine()
-        }
-    }
-}
+if options.workload == "get" || options.workload == "mixed" { setKeys(keys) }
 
 final class Results: @unchecked Sendable {
     let lock = NSLock()

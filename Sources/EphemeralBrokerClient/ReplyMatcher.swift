@@ -46,18 +46,18 @@ final class ReplyMatcher: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private var pending = CircularBuffer<ReplySlot>()
-    /// Set once the connection has ended: a request written after that could never be answered.
-    private var ended = false
-    /// Set when the broker refused the connection at its cap.
-    private var refused = false
+    /// Why the connection ended (refused at the broker's cap, or closed), once it has: every request waiting then,
+    /// or written later, fails with it.
+    private var ending: BrokerError?
     private static let refusal = BrokerError(.tooManyConnections, "the broker serves its maximum number of connections")
+    private static let closed = BrokerError(.connectionFailed, "the connection to the broker closed")
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
-        guard !ended else {
+        if let ending {
             // The write's promise first: its failure (never sent) must be known before the caller wakes.
             promise?.fail(ChannelError.ioOnClosedChannel)
-            request.reply.fail(refused ? Self.refusal : BrokerError(.connectionFailed, "the connection to the broker closed"))
+            request.reply.fail(ending)
             return
         }
         pending.append(request.reply)
@@ -70,9 +70,7 @@ final class ReplyMatcher: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .line(let line) = unwrapInboundIn(data), line.readableBytesView.starts(with: Self.refusalPrefix) {
             // Refused at the cap: the broker ran none of the requests written, so every one may be sent again.
-            refused = true
-            ended = true
-            while let promise = pending.popFirst() { promise.fail(Self.refusal) }
+            end(with: Self.refusal)
             context.close(promise: nil)
             return
         }
@@ -87,11 +85,13 @@ final class ReplyMatcher: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        ended = true
-        while let promise = pending.popFirst() {
-            promise.fail(BrokerError(.connectionFailed, "the connection to the broker closed"))
-        }
+        end(with: ending ?? Self.closed)
         context.fireChannelInactive()
+    }
+
+    private func end(with error: BrokerError) {
+        ending = error
+        while let promise = pending.popFirst() { promise.fail(error) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -46,7 +46,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) {
         admitted = core.connectionOpened(self)
         guard admitted != nil else {
-            refuse(context: context)
+            closeWith(core.refusal, context: context, keepReading: true)
             return
         }
         context.fireChannelActive()
@@ -135,28 +135,20 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Tells a connection over the cap `too_many_connections`, then closes only the sending side: requests the
-    /// client wrote meanwhile are read and dropped instead of resetting the connection, so the client always
-    /// reads the refusal (and knows none of its requests ran). The connection ends when the client closes it, or
-    /// after a second.
-    private func refuse(context: ChannelHandlerContext) {
-        let refusal = core.refusal
-        core.metrics.recordClosed(refusal)
-        let channel = context.channel
-        var reply = JSONLineWriter.error(refusal, into: channel.allocator.buffer(capacity: 96))
-        context.writeAndFlush(wrapOutboundOut(reply.finish(signer: nil, nonce: nil))).whenComplete { _ in
-            channel.close(mode: .output, promise: nil)
-            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
-        }
-    }
-
     /// Writes one unsigned error line that answers no particular request, then closes the connection.
-    private func closeWith(_ error: BrokerError, context: ChannelHandlerContext) {
+    ///
+    /// With `keepReading` (a connection refused at the cap) only the sending side is closed at once: requests the
+    /// client wrote meanwhile are read and dropped instead of resetting the connection, so the client always reads
+    /// the refusal (and knows none of its requests ran); the connection ends when the client closes it, or after a
+    /// second.
+    private func closeWith(_ error: BrokerError, context: ChannelHandlerContext, keepReading: Bool = false) {
         core.metrics.recordClosed(error)
         let channel = context.channel
         var reply = JSONLineWriter.error(error, into: channel.allocator.buffer(capacity: 96))
         context.writeAndFlush(wrapOutboundOut(reply.finish(signer: nil, nonce: nil))).whenComplete { _ in
-            channel.close(promise: nil)
+            guard keepReading else { return channel.close(promise: nil) }
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
         }
     }
 

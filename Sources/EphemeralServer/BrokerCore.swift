@@ -116,11 +116,11 @@ final class BrokerCore {
         inFlight += 1
         defer { inFlight -= 1 }
         // A fresh buffer for each writer, held by nobody else: a second reference would make its first write copy.
-        let capacity = 256
+        func freshBuffer() -> ByteBuffer { allocator.buffer(capacity: 256) }
         guard case .line(let line) = frame else {
             return reject(
                 BrokerError(.tooLarge, "the request exceeds \(configuration.maxRequestSize) bytes"),
-                action: nil, into: allocator.buffer(capacity: capacity))
+                action: nil, into: freshBuffer())
         }
         let decoded = line.withUnsafeReadableBytes { bytes -> Result<Request, BrokerError> in
             do throws(BrokerError) { return .success(try decoder.decode(bytes)) } catch { return .failure(error) }
@@ -128,7 +128,7 @@ final class BrokerCore {
         let request: Request
         switch decoded {
         case .success(let value): request = value
-        case .failure(let error): return reject(error, action: nil, into: allocator.buffer(capacity: capacity))
+        case .failure(let error): return reject(error, action: nil, into: freshBuffer())
         }
         let replySigner = request.isSigned ? signer : nil
         func finish(_ writer: inout JSONLineWriter) -> ByteBuffer {
@@ -144,13 +144,12 @@ final class BrokerCore {
             let route = ReplyRoute(
                 connection: connection, sequence: sequence, id: request.id, nonce: request.nonce,
                 signed: request.isSigned)
-            guard var writer = try execute(command, now: now, into: allocator.buffer(capacity: capacity), route: route)
-            else { return nil }
+            guard var writer = try execute(command, now: now, into: freshBuffer(), route: route) else { return nil }
             metrics.record(command.action, error: nil)
             return finish(&writer)
         } catch {
             metrics.record(request.action, error: error)
-            var writer = JSONLineWriter.error(error, into: allocator.buffer(capacity: capacity))
+            var writer = JSONLineWriter.error(error, into: freshBuffer())
             if let id = request.id { writer.member("id", rawJSON: id) }
             return finish(&writer)
         }

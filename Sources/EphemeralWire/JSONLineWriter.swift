@@ -74,22 +74,8 @@ public struct JSONLineWriter {
 
     private mutating func name(_ name: String) {
         let bit: UInt64 = 1 << UInt64(depth)
-        let comma = hasMember & bit != 0
+        if hasMember & bit != 0 { buffer.writeStaticString(",") }
         hasMember |= bit
-        // Names are the broker's own ASCII words: written in one piece when they need no escaping.
-        let written = name.utf8.withContiguousStorageIfAvailable { utf8 -> Bool in
-            guard !utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else {
-                return false
-            }
-            buffer.reserveCapacity(minimumWritableBytes: utf8.count + 4)
-            if comma { buffer.writeInteger(UInt8(ascii: ",")) }
-            buffer.writeInteger(UInt8(ascii: "\""))
-            buffer.writeBytes(UnsafeRawBufferPointer(utf8))
-            buffer.writeInteger(UInt16(0x223A))  // `":` (big-endian)
-            return true
-        }
-        guard written != true else { return }
-        if comma { buffer.writeStaticString(",") }
         buffer.writeJSONString(name)
         buffer.writeStaticString(":")
     }

@@ -8,19 +8,10 @@ import Testing
     import Glibc
 #endif
 
-/// The `error` member of a reply line, or `nil` when it says `"ok":true`.
-private func errorName(_ line: String) throws -> String? {
-    guard let reply = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-        throw TestFailure("not a JSON object: \(line)")
-    }
-    return reply["ok"] as? Bool == true ? nil : reply["error"] as? String
-}
-
 /// The number of open connections the broker reports in `health`.
 private func openConnections(_ connection: RawConnection) throws -> Int? {
-    let line = try connection.request(#"{"action":"health"}"#)
-    let health = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-    return (health?["connections"] as? [String: Any])?["open"] as? Int
+    let health = try json(try connection.request(#"{"action":"health"}"#))
+    return (health["connections"] as? [String: Any])?["open"] as? Int
 }
 
 /// Megabytes, for messages.

@@ -92,9 +92,7 @@ struct NothingLostTests {
             try connection.send(bytes)
             for _ in batch {
                 let line = try connection.readLine()
-                guard let reply = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                    throw TestFailure("not a JSON object: \(line)")
-                }
+                let reply = try json(line)
                 if reply["ok"] as? Bool == true {
                     values.append(reply["value"] as? String ?? "<not a string>")
                 } else if reply["error"] as? String == "not_found" {
