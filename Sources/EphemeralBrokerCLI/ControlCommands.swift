@@ -61,7 +61,9 @@ func readable(_ json: [UInt8]) -> String {
 }
 
 struct Get: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print a value.")
+    static let configuration = CommandConfiguration(
+        commandName: "get",
+        abstract: "Print a value.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The key.") var key: String
 
@@ -76,6 +78,7 @@ struct Get: AsyncParsableCommand {
 
 struct Set: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "set",
         abstract: "Store a value.", discussion: "VALUE is taken as JSON when it parses as JSON, else as a string.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The key.") var key: String
@@ -100,7 +103,9 @@ struct Set: AsyncParsableCommand {
 }
 
 struct Del: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Delete a key (a missing key is not an error).")
+    static let configuration = CommandConfiguration(
+        commandName: "del",
+        abstract: "Delete a key (a missing key is not an error).")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The key.") var key: String
 
@@ -113,7 +118,9 @@ struct Del: AsyncParsableCommand {
 }
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List live keys and when they expire.")
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List live keys and when they expire.")
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
@@ -133,7 +140,9 @@ struct List: AsyncParsableCommand {
 }
 
 struct Ping: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check the broker answers; print the round trip.")
+    static let configuration = CommandConfiguration(
+        commandName: "ping",
+        abstract: "Check the broker answers; print the round trip.")
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
@@ -147,7 +156,9 @@ struct Ping: AsyncParsableCommand {
 }
 
 struct Stats: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the broker's statistics.")
+    static let configuration = CommandConfiguration(
+        commandName: "stats",
+        abstract: "Print the broker's statistics.")
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
@@ -160,7 +171,9 @@ struct Stats: AsyncParsableCommand {
 }
 
 struct Health: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the broker's health.")
+    static let configuration = CommandConfiguration(
+        commandName: "health",
+        abstract: "Print the broker's health.")
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
@@ -173,7 +186,9 @@ struct Health: AsyncParsableCommand {
 }
 
 struct Metrics: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the broker's Prometheus metrics.")
+    static let configuration = CommandConfiguration(
+        commandName: "metrics",
+        abstract: "Print the broker's Prometheus metrics.")
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
@@ -186,6 +201,7 @@ struct Metrics: AsyncParsableCommand {
 
 struct Release: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "release",
         abstract: "Release the lease a worker holds; print whether it held one.")
     @OptionGroup var client: ClientOptions
     @Option(help: "The worker holding the lease.") var worker: String

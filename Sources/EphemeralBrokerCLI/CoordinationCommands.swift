@@ -16,6 +16,7 @@ import Subprocess
 
 struct Incr: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "incr",
         abstract: "Add to an integer counter atomically; print the new value.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The counter's key.") var key: String
@@ -32,7 +33,9 @@ struct Incr: AsyncParsableCommand {
 }
 
 struct Wait: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Wait until a key has a value; print it.")
+    static let configuration = CommandConfiguration(
+        commandName: "wait",
+        abstract: "Wait until a key has a value; print it.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The key.") var key: String
     @Option(help: "How long to wait for the key (e.g. 30s).") var wait: String = "30s"
@@ -49,6 +52,7 @@ struct Wait: AsyncParsableCommand {
 
 struct Shared: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "shared",
         abstract: "Print a value computed once for the whole run: CMD runs only if nobody has computed it yet.",
         discussion: """
             The first caller runs CMD and stores its standard output (without the trailing newline) as a string; \

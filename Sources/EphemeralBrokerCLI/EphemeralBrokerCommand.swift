@@ -8,6 +8,9 @@ import Logging
     import Darwin
 #endif
 
+/// Every subcommand names itself in its configuration: without a name, ArgumentParser asks the runtime for the
+/// type's name, a protocol-conformance scan of the whole binary per subcommand that cost every short-lived
+/// `ephemeral-broker` process a few milliseconds at start.
 @main
 struct EphemeralBrokerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -6,6 +6,7 @@ import Subprocess
 /// `ephemeral-broker lease`: a pool item for a command's lifetime (like flock(1)), or the original integer lease.
 struct Lease: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "lease",
         abstract: "Hold a pool item while a command runs, or take the original integer lease.",
         discussion: """
             lease POOL [--wait 30s] -- CMD ARGS…   runs CMD with EPHEMERAL_LEASE (the item as JSON), \

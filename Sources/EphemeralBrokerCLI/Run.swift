@@ -13,6 +13,7 @@ import Subprocess
 /// `ephemeral-broker run -- CMD ARGS…`: a broker for the lifetime of one command.
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Start a broker, run a command under it, and exit with the command's status.",
         discussion: """
             The command runs in its own process group with EPHEMERAL_PIPE set and, unless --no-auth or a secret is \

@@ -11,6 +11,7 @@ import Logging
 /// `ephemeral-broker serve`: a standalone broker until SIGINT, SIGTERM or the idle timeout.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Run a standalone broker and print its socket path.",
         discussion: "Requests are signed only when a secret is given (--secret or BROKER_SECRET), as in the original."
     )
