@@ -317,7 +317,7 @@ final class BrokerCore {
     }
 
     private func writeValue(_ value: Store.Value, into reply: inout JSONLineWriter) {
-        reply.member("value", rawJSON: value.json)
+        value.withJSON { reply.member("value", rawJSON: $0) }
         reply.member("compressed", bool: value.compressed)
         reply.member("version", int: Int64(value.version))
     }

@@ -7,9 +7,9 @@ import EphemeralWire
 /// ``ExpiryQueue``s, counts are kept as they change, and only `list` walks the items.
 public struct Store: Sendable {
     /// A stored value as `get` returns it.
-    public struct Value: Sendable, Equatable {
-        /// Compact JSON bytes, exactly as stored.
-        public var json: [UInt8]
+    public struct Value: @unchecked Sendable, Equatable {  // its StoredBytes are never changed once shared
+        /// The bytes, shared with the stored item rather than copied out of it.
+        var storage: StoredBytes
         /// Whether the value is the original client's base64-gzip string.
         public var compressed: Bool
         /// The item's version: it changes with every write, for compare-and-set.
@@ -21,9 +21,31 @@ public struct Store: Sendable {
         ///   - compressed: Whether they are a compressed value.
         ///   - version: The item's version.
         public init(json: [UInt8], compressed: Bool, version: UInt64 = 0) {
-            self.json = json
+            self.init(storage: .make(json, compressed: compressed), compressed: compressed, version: version)
+        }
+
+        init(storage: StoredBytes, compressed: Bool, version: UInt64) {
+            self.storage = storage
             self.compressed = compressed
             self.version = version
+        }
+
+        /// Compact JSON bytes, exactly as stored (a copy; ``withJSON(_:)`` reads them in place).
+        public var json: [UInt8] {
+            get { storage.bytes }
+            set { storage = .make(newValue, compressed: compressed) }
+        }
+
+        /// Calls `body` with the JSON bytes in place, without copying them.
+        /// - Parameter body: Reads the bytes; they are valid only during the call.
+        /// - Returns: What `body` returns.
+        public func withJSON<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+            try storage.withUnsafeBytes(body)
+        }
+
+        public static func == (lhs: Value, rhs: Value) -> Bool {
+            lhs.compressed == rhs.compressed && lhs.version == rhs.version
+                && lhs.withJSON { left in rhs.withJSON { right in left.elementsEqual(right) } }
         }
     }
 
@@ -37,31 +59,35 @@ public struct Store: Sendable {
         public var wakeups: [Wakeup]
     }
 
-    /// One stored value. Kept to 40 bytes (a dictionary bucket per item, live or empty, holds one): the read
-    /// limit is an `Int32` with -1 for none rather than an `Int?`, which alone would pad the item to 56.
-    struct Item {
-        var value: [UInt8]
-        var ttl: Int64
+    /// One stored value: 16 bytes in its dictionary bucket (a bucket per item, live or empty, holds one), the
+    /// deadline inline because a sliding TTL moves it on every read, the rest in ``StoredBytes`` with the value.
+    struct Item: @unchecked Sendable {  // changes its StoredBytes only when it holds the only reference
+        private(set) var storage: StoredBytes
         var expiresAt: Int64
-        /// Also the item's version.
-        var generation: UInt64
-        private var readsLeftOrNone: Int32
-        var compressed: Bool
 
         init(value: [UInt8], compressed: Bool, ttl: Int64, expiresAt: Int64, generation: UInt64, readsLeft: Int?) {
-            self.value = value
-            self.ttl = ttl
+            let reads = readsLeft.map { Int32(clamping: max(0, $0)) } ?? -1
+            self.storage = .make(value, compressed: compressed, ttl: ttl, generation: generation, readsLeftOrNone: reads)
             self.expiresAt = expiresAt
-            self.generation = generation
-            self.readsLeftOrNone = -1
-            self.compressed = compressed
-            self.readsLeft = readsLeft
         }
+
+        var ttl: Int64 { storage.header.ttl }
+        /// Also the item's version.
+        var generation: UInt64 { storage.header.generation }
+        var compressed: Bool { storage.header.compressed }
+        /// The value's size in bytes.
+        var count: Int { storage.header.count }
+        /// The value as `get` returns it, sharing the bytes.
+        var value: Value { Value(storage: storage, compressed: compressed, version: generation) }
 
         /// How many more reads the item allows; `nil` for no limit. A limit past `Int32.max` is kept as `Int32.max`.
         var readsLeft: Int? {
-            get { readsLeftOrNone < 0 ? nil : Int(readsLeftOrNone) }
-            set { readsLeftOrNone = newValue.map { Int32(clamping: max(0, $0)) } ?? -1 }
+            get { storage.header.readsLeftOrNone < 0 ? nil : Int(storage.header.readsLeftOrNone) }
+            set {
+                // Values handed out share the storage: change a copy of it unless this item is its only holder.
+                if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+                storage.header.readsLeftOrNone = newValue.map { Int32(clamping: max(0, $0)) } ?? -1
+            }
         }
     }
 
@@ -98,7 +124,7 @@ public struct Store: Sendable {
             expiredItemsTotal += 1
             throw BrokerError(.expired)
         }
-        let value = Value(json: item.value, compressed: item.compressed, version: item.generation)
+        let value = item.value
         if let readsLeft = item.readsLeft {
             if readsLeft <= 1 {
                 remove(key)  // its last allowed read
@@ -129,7 +155,7 @@ public struct Store: Sendable {
     /// The live value of a key without counting a read, or `nil`.
     func peek(_ key: String, now: Int64) -> Value? {
         guard let item = items[key], item.expiresAt > now else { return nil }
-        return Value(json: item.value, compressed: item.compressed, version: item.generation)
+        return item.value
     }
 
     /// Stores a value, replacing value, TTL and compression flag of an existing key.
@@ -166,7 +192,7 @@ public struct Store: Sendable {
             value: command.value, compressed: command.compressed, ttl: ttl, expiresAt: now + ttl,
             generation: generation(), readsLeft: command.maxReads)
         store(command.key, item)
-        let value = Value(json: item.value, compressed: item.compressed, version: item.generation)
+        let value = item.value
         var wakeups = coordination.keySet(command.key, value: value, version: item.generation)
         if let maxReads = command.maxReads {
             // Each woken waiter is a read: at most `maxReads` get the value; the others wait on until their timeout.
@@ -178,11 +204,11 @@ public struct Store: Sendable {
 
     private mutating func store(_ key: String, _ item: Item) {
         if let old = items.updateValue(item, forKey: key) {
-            approximateBytes -= old.value.count
+            approximateBytes -= old.count
         } else {
             approximateBytes += key.utf8.count + Self.itemOverhead
         }
-        approximateBytes += item.value.count
+        approximateBytes += item.count
         schedule(key, item)
     }
 
@@ -197,7 +223,9 @@ public struct Store: Sendable {
         var current: Int64 = 0
         var lifetime: Int64
         if let item = items[key], item.expiresAt > now {
-            guard !item.compressed, let number = Int64(String(decoding: item.value, as: UTF8.self)) else {
+            guard !item.compressed,
+                let number = item.storage.withUnsafeBytes({ Int64(String(decoding: $0, as: UTF8.self)) })
+            else {
                 throw BrokerError(.notANumber, "\(key) does not hold an integer")
             }
             current = number
@@ -218,7 +246,7 @@ public struct Store: Sendable {
             value: Array(String(sum).utf8), compressed: false, ttl: lifetime, expiresAt: now + lifetime,
             generation: generation(), readsLeft: nil)
         store(key, item)
-        let value = Value(json: item.value, compressed: false, version: item.generation)
+        let value = item.value
         return (sum, coordination.keySet(key, value: value, version: item.generation))
     }
 
@@ -478,7 +506,7 @@ public struct Store: Sendable {
     @discardableResult
     private mutating func remove(_ key: String) -> Item? {
         guard let item = items.removeValue(forKey: key) else { return nil }
-        approximateBytes -= key.utf8.count + Self.itemOverhead + item.value.count
+        approximateBytes -= key.utf8.count + Self.itemOverhead + item.count
         return item
     }
 

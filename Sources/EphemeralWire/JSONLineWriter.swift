@@ -110,6 +110,15 @@ public struct JSONLineWriter {
         buffer.writeBytes(bytes)
     }
 
+    /// Writes a member whose value is JSON text already, read in place.
+    /// - Parameters:
+    ///   - name: The member's name.
+    ///   - bytes: Compact JSON text, valid for the call.
+    public mutating func member(_ name: String, rawJSON bytes: UnsafeRawBufferPointer) {
+        self.name(name)
+        buffer.writeBytes(bytes)
+    }
+
     /// Opens a nested object member; close it with ``endObject()``.
     public mutating func beginObject(_ name: String) {
         self.name(name)

@@ -50,6 +50,21 @@ struct CoordinationTests {
         #expect(code { _ = try store.get("invite", now: t0) } == "not_found")
     }
 
+    /// An item's value and its read count share one allocation with the values handed out: counting a read must
+    /// change neither a copy of the store nor a value already returned.
+    @Test func aStoreCopyKeepsItsOwnReadCounts() throws {
+        var store = Store()
+        _ = try set(&store, "invite", #""code""#, maxReads: 2)
+        var copy = store
+        let first = try store.get("invite", now: t0)
+        _ = try store.get("invite", now: t0)
+        #expect(code { _ = try store.get("invite", now: t0) } == "not_found")
+        #expect(first.json == Array(#""code""#.utf8), "a returned value outlives the item")
+        #expect(try copy.get("invite", now: t0).json == Array(#""code""#.utf8), "the copy had two reads left")
+        #expect(try copy.get("invite", now: t0).json == Array(#""code""#.utf8))
+        #expect(code { _ = try copy.get("invite", now: t0) } == "not_found")
+    }
+
     @Test func waitsAndClaimsCountAsReadsOfAReadLimitedValue() throws {
         var store = Store()
         let early = try store.waitForKey("once", owner: 1, wait: 1000, now: t0)
