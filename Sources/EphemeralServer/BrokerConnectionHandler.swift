@@ -7,28 +7,28 @@ import NIOCore
 ///
 /// Replies are written as requests are decoded and flushed once per read burst, so a pipelining client gets its
 /// replies batched. Reading pauses while the peer is not reading its replies, so a slow reader cannot make the
-/// broker buffer without bound.
+/// broker buffer without bound. Its per-request state is `@exclusivity(unchecked)`, like ``BrokerCore``'s.
 final class BrokerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let core: BrokerCore
     /// Frames requests in this handler: no separate decoder, so no boxing of each frame between handlers.
-    private var framer: LineFramer
+    @exclusivity(unchecked) private var framer: LineFramer
     /// Bytes received and not yet framed.
-    private var received: ByteBuffer?
+    @exclusivity(unchecked) private var received: ByteBuffer?
     private var context: ChannelHandlerContext?
     /// The connection's identity as an owner of leases; `nil` for a connection refused at the cap.
     private(set) var admitted: OwnerID?
     /// The connection's identity as an owner of leases.
     var owner: OwnerID { admitted ?? 0 }
     /// Replies not yet written because an earlier request's reply is still pending: replies keep request order.
-    private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
-    private var nextSequence: UInt64 = 0
+    @exclusivity(unchecked) private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
+    @exclusivity(unchecked) private var nextSequence: UInt64 = 0
     /// Closes the connection if the line now arriving is not finished in time (a slowloris peer).
     private var lineTimer: Scheduled<Void>?
     /// When the line now arriving began; `nil` between lines.
-    private var lineStarted: NIODeadline?
+    @exclusivity(unchecked) private var lineStarted: NIODeadline?
     private let requestTimeout: TimeAmount
 
     init(core: BrokerCore, maxLineBytes: Int) {

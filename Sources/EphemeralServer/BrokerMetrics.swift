@@ -36,9 +36,13 @@ struct BrokerMetrics {
         }
     }
 
+    /// Each action's slot, looked up once: `Action.allCases` builds a new array on every use, which was an
+    /// allocation and a linear search per request.
+    private static let slots = Dictionary(uniqueKeysWithValues: Action.allCases.enumerated().map { ($1, $0) })
+
     private static func slot(_ action: Action?) -> Int {
         guard let action else { return Action.allCases.count }
-        return Action.allCases.firstIndex(of: action)!
+        return slots[action]!
     }
 
     /// The gauges that come from the broker's state at the moment of the scrape.

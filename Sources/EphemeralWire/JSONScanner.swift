@@ -61,6 +61,7 @@ struct JSONScanner {
         let start = index
         index += 1  // {
         var members: [Member] = []
+        if recordMembers { members.reserveCapacity(8) }  // one allocation for a request, not one per doubling
         skipWhitespace()
         if peek() == UInt8(ascii: "}") {
             index += 1
