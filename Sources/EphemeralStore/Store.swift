@@ -111,7 +111,14 @@ public struct Store: Sendable {
     /// - Parameter configuration: Limits and TTL policy.
     public init(configuration: StoreConfiguration = StoreConfiguration()) {
         self.configuration = configuration
+        // Sized for the item limit up front, so filling it never stops to rehash every item (the step from 98,304
+        // to 98,305 items rehashed them all into 262,144 buckets). Only the occupancy bitmap is written now; the
+        // buckets cost memory as items land in them.
+        if configuration.maxItems > 0 { items.reserveCapacity(min(configuration.maxItems, Self.presizedItemsLimit)) }
     }
+
+    /// The most items the dictionary is sized for up front.
+    static let presizedItemsLimit = 1_000_000
 
     // MARK: - Items
 
