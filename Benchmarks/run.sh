@@ -23,6 +23,8 @@ redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save
 for s in floor broker signed redis; do await_socket "$dir/$s.sock"; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The CPU cell, with the failed operations named when there were any (a row with failures measures errors).
+cpu_cell() { if [ "$2" = 0 ]; then echo "$1"; else echo "$1 ($2 FAILED)"; fi; }
 
 # point TARGET PID SOCKET WORKLOAD CONNECTIONS [loadgen flags…] → "ops/s p50 p99 p99.9 cpu-µs/op" (median of runs by ops/s)
 point() {
@@ -48,25 +50,28 @@ for workload in ping get set; do
                 redis) result=$(point redis "$redis" "$dir/redis.sock" "$workload" "$connections" --protocol resp) ;;
             esac
             read -r rate p50 p99 p999 cpu failures <<<"$result"
-            echo "| $workload | $connections | $target | $rate | $p50 | $p99 | $p999 | $cpu |"
+            echo "| $workload | $connections | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
         done
     done
 done
-for target in floor broker; do
-    pid=$floor; [ $target = broker ] && pid=$broker
-    read -r rate p50 p99 p999 cpu failures <<<"$(point $target "$pid" "$dir/$target.sock" lease 16)"
-    echo "| lease+release | 16 | $target | $rate | $p50 | $p99 | $p999 | $cpu |"
+for workload in lease lease-pipelined; do
+    for target in floor broker; do
+        pid=$floor; [ $target = broker ] && pid=$broker
+        read -r rate p50 p99 p999 cpu failures <<<"$(point $target "$pid" "$dir/$target.sock" $workload 16)"
+        label="lease+release"; [ $workload = lease-pipelined ] && label="lease+release, pipelined"
+        echo "| $label | 16 | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
+    done
 done
 for target in broker signed; do
     pid=$broker; [ $target = signed ] && pid=$signed
     flags=(); [ $target = signed ] && flags=(--secret bench-secret)
     read -r rate p50 p99 p999 cpu failures <<<"$(point $target "$pid" "$dir/$target.sock" set 8 "${flags[@]}")"
-    echo "| set ($target) | 8 | broker | $rate | $p50 | $p99 | $p999 | $cpu |"
+    echo "| set ($target) | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
 done
 read -r rate p50 p99 p999 cpu failures <<<"$(point broker "$broker" "$dir/broker.sock" mixed 8)"
-echo "| mixed 80/10/10 get/set/ping | 8 | broker | $rate | $p50 | $p99 | $p999 | $cpu |"
+echo "| mixed 80/10/10 get/set/ping | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
 read -r rate p50 p99 p999 cpu failures <<<"$(point floor "$floor" "$dir/floor.sock" ping 16)"
-echo "| ping (for lease+release) | 16 | floor | $rate | $p50 | $p99 | $p999 | $cpu |"
+echo "| ping (for lease+release) | 16 | floor | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
 
 echo
 echo "| our Swift Client, end to end (unsigned broker) | figure |"
@@ -89,22 +94,39 @@ echo '```'
 echo
 echo "| memory and fill | figure |"
 echo "|---|---|"
-"$bin/ephemeral-broker" serve --socket "$dir/mem.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); mem=$!
-await_socket "$dir/mem.sock"
 rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
-base=$(rss $mem)
-fill10=$("$bin/eb-loadgen" --socket "$dir/mem.sock" --workload fill --prefill 10000)
-after10=$(rss $mem)
-echo "| RSS empty | $base B |"
-echo "| RSS after 10,000 × 100-byte values | $after10 B ($(( (after10 - base) / 10000 )) B/item) |"
-"$bin/ephemeral-broker" serve --socket "$dir/mem2.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); mem2=$!
-await_socket "$dir/mem2.sock"
-base2=$(rss $mem2)
-fill100=$("$bin/eb-loadgen" --socket "$dir/mem2.sock" --workload fill --prefill 100000)
-after100=$(rss $mem2)
-echo "| RSS after 100,000 × 100-byte values | $after100 B ($(( (after100 - base2) / 100000 )) B/item) |"
-echo "| fill rate, first vs last tenth of 10,000 | $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["firstTenthPerSec"], "/s vs", r["lastTenthPerSec"], "/s")' "$fill10") |"
-echo "| fill rate, first vs last tenth of 100,000 | $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["firstTenthPerSec"], "/s vs", r["lastTenthPerSec"], "/s")' "$fill100") |"
+# memory N: a fresh broker with maxItems N, filled one set at a time → "empty-rss full-rss"
+memory() {
+    "$bin/ephemeral-broker" serve --socket "$dir/mem$1.sock" --max-items "$1" --log-level error >/dev/null &
+    local pid=$!; pids+=($pid)
+    await_socket "$dir/mem$1.sock"
+    local base; base=$(rss $pid)
+    "$bin/eb-loadgen" --socket "$dir/mem$1.sock" --workload fill --prefill "$1" --window 1 >/dev/null
+    echo "$base $(rss $pid)"
+    kill $pid
+}
+# fill N: median over 3 fresh brokers (maxItems N, 32 sets per write) of the first and of the last tenth's rate
+fill() {
+    for run in 1 2 3; do
+        "$bin/ephemeral-broker" serve --socket "$dir/fill$1-$run.sock" --max-items "$1" --log-level error >/dev/null &
+        local pid=$!; pids+=($pid)
+        await_socket "$dir/fill$1-$run.sock"
+        "$bin/eb-loadgen" --socket "$dir/fill$1-$run.sock" --workload fill --prefill "$1" --window 32
+        kill $pid
+    done | python3 -c '
+import json, statistics, sys
+runs = [json.loads(line) for line in sys.stdin]
+first = statistics.median(r["firstTenthPerSec"] for r in runs)
+last = statistics.median(r["lastTenthPerSec"] for r in runs)
+print(int(first), "/s vs", int(last), "/s (%+.1f %%)" % ((last / first - 1) * 100))'
+}
+read -r base10 after10 <<<"$(memory 10000)"
+read -r base100 after100 <<<"$(memory 100000)"
+echo "| RSS empty (maxItems 10,000 / 100,000) | $base10 B / $base100 B |"
+echo "| RSS after 10,000 × 100-byte values, set one at a time | $after10 B ($(( (after10 - base10) / 10000 )) B/item) |"
+echo "| RSS after 100,000 × 100-byte values, set one at a time | $after100 B ($(( (after100 - base100) / 100000 )) B/item) |"
+echo "| fill rate, first vs last tenth of 10,000 (maxItems 10,000, 32 sets per write, median of 3) | $(fill 10000) |"
+echo "| fill rate, first vs last tenth of 100,000 (maxItems 100,000, 32 sets per write, median of 3) | $(fill 100000) |"
 
 median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
 plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)

@@ -1,8 +1,11 @@
 // A closed-loop load generator that speaks the broker's wire format (or Redis's RESP) over raw Unix sockets, one
 // blocking connection per thread, so it measures the server, not a client library.
 //
-//   eb-loadgen --socket PATH --workload ping|get|set|lease|mixed --connections N --seconds S
-//              [--protocol wire|resp] [--secret S] [--value-size 100] [--prefill 1000]
+//   eb-loadgen --socket PATH --workload ping|get|set|lease|lease-pipelined|mixed --connections N --seconds S
+//              [--protocol wire|resp] [--secret S] [--value-size 100] [--prefill 1000] [--window 32]
+// `lease` sends a lease, waits for its reply, then sends the release (two round trips per cycle);
+// `lease-pipelined` writes both in one write and then reads both replies (one round trip), which the protocol
+// allows because `release` names the worker, not the leased value.
 // Prints one JSON line: ops, ops/s, p50/p99/p99.9 latency in microseconds.
 import EphemeralWire
 import Foundation
@@ -20,6 +23,7 @@ struct Options {
     var secret: String?
     var valueSize = 100
     var prefill = 1000
+    var window = 32
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -34,6 +38,7 @@ struct Options {
             case "--secret": secret = value
             case "--value-size": valueSize = Int(value) ?? 100
             case "--prefill": prefill = Int(value) ?? 1000
+            case "--window": window = max(1, Int(value) ?? 32)
             default: fatalError("unknown flag \(flag)")
             }
         }
@@ -152,7 +157,7 @@ struct Workload {
         case ("ping", false): return [wire(#"{"action":"ping"}"#)]
         case ("get", false): return [wire(#"{"action":"get","key":"\#(key)"}"#)]
         case ("set", false): return [wire(#"{"action":"set","key":"\#(key)","value":"\#(value)","ttl":600000}"#)]
-        case ("lease", false):
+        case ("lease", false), ("lease-pipelined", false):
             return [
                 wire(#"{"action":"lease","key":"bench","workerId":"w\#(id)"}"#),
                 wire(#"{"action":"release","workerId":"w\#(id)"}"#),
@@ -168,31 +173,35 @@ struct Workload {
 let options = Options(CommandLine.arguments)
 let workload = Workload(options: options)
 
-/// Sets keys 0 ..< `count` one at a time over one new connection; `stored(n, reply)` sees key `n`'s reply.
-func setKeys(_ count: Int, stored: (Int, [UInt8]) -> Void = { _, _ in }) {
+/// Sets keys 0 ..< `count` over one new connection, `window` requests per write (one at a time with 1), reading
+/// every reply of a write before the next; `stored(n, reply)` sees key `n`'s reply.
+func setKeys(_ count: Int, window: Int = 1, stored: (Int, [UInt8]) -> Void = { _, _ in }) {
     var setOptions = options
     setOptions.workload = "set"
     let setter = Workload(options: setOptions)
     let connection = Connection(path: options.socket)
-    for n in 0..<count {
-        for request in setter.requests(connection: 0, key: n, step: 0) {
-            connection.send(request)
-            stored(n, options.resp ? connection.readRESP() : connection.readLine())
-        }
+    var next = 0
+    while next < count {
+        let batch = next..<min(count, next + window)
+        connection.send(batch.flatMap { setter.requests(connection: 0, key: $0, step: 0).joined() })
+        for n in batch { stored(n, options.resp ? connection.readRESP() : connection.readLine()) }
+        next = batch.upperBound
     }
 }
 
-// `--workload fill --prefill N`: set N new keys over one connection; report the rate over the first and last tenth.
+// `--workload fill --prefill N [--window 32]`: set N new keys over one connection, 32 per write by default so the
+// rate is the server's (not the round trip's); report the rate over each tenth.
 if options.workload == "fill" {
     let tenth = max(1, options.prefill / 10)
     var marks: [UInt64] = [nanoseconds()]
-    setKeys(options.prefill) { n, reply in
+    setKeys(options.prefill, window: options.window) { n, reply in
         precondition(reply.starts(with: Array(#"{"ok":true"#.utf8)), String(decoding: reply, as: UTF8.self))
         if (n + 1) % tenth == 0 { marks.append(nanoseconds()) }
     }
-    let first = Double(tenth) / (Double(marks[1] - marks[0]) / 1e9)
-    let last = Double(tenth) / (Double(marks[marks.count - 1] - marks[marks.count - 2]) / 1e9)
-    print(#"{"items":\#(options.prefill),"firstTenthPerSec":\#(Int(first)),"lastTenthPerSec":\#(Int(last))}"#)
+    let rates = zip(marks, marks.dropFirst()).map { Int(Double(tenth) / (Double($1 - $0) / 1e9)) }
+    print(
+        #"{"items":\#(options.prefill),"firstTenthPerSec":\#(rates.first!),"lastTenthPerSec":\#(rates.last!),"tenthsPerSec":\#(rates)}"#
+    )
     exit(0)
 }
 let keys = max(1, options.prefill)
@@ -204,6 +213,7 @@ final class Results: @unchecked Sendable {
     var failures = 0
 }
 let results = Results()
+let pipelined = options.workload.hasSuffix("-pipelined")
 let deadline = nanoseconds() + UInt64(options.seconds * 1e9)
 let ready = DispatchGroup()
 for id in 0..<options.connections {
@@ -217,8 +227,9 @@ for id in 0..<options.connections {
         while nanoseconds() < deadline {
             let requests = workload.requests(connection: id, key: step % keys, step: step)
             let begin = nanoseconds()
+            if pipelined { connection.send(requests.flatMap { $0 }) }
             for request in requests {
-                connection.send(request)
+                if !pipelined { connection.send(request) }
                 let reply = options.resp ? connection.readRESP() : connection.readLine()
                 if !options.resp, !reply.starts(with: Array(#"{"ok":true"#.utf8)) { failures += 1 }
             }
