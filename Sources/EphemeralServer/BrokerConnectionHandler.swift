@@ -5,8 +5,8 @@ import NIOCore
 
 /// Serves one client connection: each framed request gets exactly one reply, in order.
 ///
-/// Replies are written as requests are decoded and flushed once per read burst, so a pipelining client gets its
-/// replies batched. Reading pauses while the peer is not reading its replies, so a slow reader cannot make the
+/// The replies to a read burst's requests go into one buffer, kept for the connection's lifetime, and are written
+/// and flushed once when the burst ends: no buffer allocated per reply, one write per burst. Reading pauses while the peer is not reading its replies, so a slow reader cannot make the
 /// broker buffer without bound. Its per-request state is `@exclusivity(unchecked)`, like ``BrokerCore``'s.
 final class BrokerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
@@ -25,6 +25,13 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     /// Replies not yet written because an earlier request's reply is still pending: replies keep request order.
     @exclusivity(unchecked) private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
     @exclusivity(unchecked) private var nextSequence: UInt64 = 0
+    /// The replies to the read burst now being handled, written when it ends; reused from burst to burst.
+    @exclusivity(unchecked) private var outbound = ByteBuffer()
+    /// Whether `outbound` holds replies not yet written.
+    @exclusivity(unchecked) private var outboundPending = false
+    /// Whether a read burst is being handled: a held reply delivered meanwhile (by a request of this same burst)
+    /// stays in `held` until that request's turn is over, so it never overtakes a reply already in `outbound`.
+    @exclusivity(unchecked) private var reading = false
     /// Closes the connection if the line now arriving is not finished in time (a slowloris peer).
     private var lineTimer: Scheduled<Void>?
     /// When the line now arriving began; `nil` between lines.
@@ -41,6 +48,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        outbound = context.channel.allocator.buffer(capacity: 512)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -70,6 +78,11 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             received!.writeBuffer(&incoming)
         }
         var lineEnded = false
+        reading = true
+        defer {
+            reading = false
+            writeOutbound(context: context)
+        }
         while true {
             switch framer.next(&received!) {
             case .frame(let frame):
@@ -127,12 +140,31 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     private func respond(to frame: RequestFrame, context: ChannelHandlerContext) {
         nextSequence += 1
         let sequence = nextSequence
-        let reply = core.respond(to: frame, allocator: context.channel.allocator, connection: self, sequence: sequence)
-        if held.isEmpty, let reply {
-            context.write(wrapOutboundOut(reply), promise: nil)
+        if held.isEmpty {
+            if !outboundPending { outbound.clear() }  // written and released by now, so cleared in place
+            if core.respond(to: frame, into: &outbound, connection: self, sequence: sequence) {
+                outboundPending = true
+            } else {
+                held.append((sequence, nil))
+            }
         } else {
-            held.append((sequence, reply))
+            var reply = context.channel.allocator.buffer(capacity: 256)
+            let replied = core.respond(to: frame, into: &reply, connection: self, sequence: sequence)
+            held.append((sequence, replied ? reply : nil))
         }
+        // Earlier replies this request made ready (it released what they waited for) follow in order.
+        while let first = held.first, var ready = first.reply {
+            held.removeFirst()
+            if !outboundPending { outbound.clear() }
+            outbound.writeBuffer(&ready)
+            outboundPending = true
+        }
+    }
+
+    private func writeOutbound(context: ChannelHandlerContext) {
+        guard outboundPending else { return }
+        outboundPending = false
+        context.write(wrapOutboundOut(outbound), promise: nil)
     }
 
     /// Writes one unsigned error line that answers no particular request, then closes the connection.
@@ -144,7 +176,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     private func closeWith(_ error: BrokerError, context: ChannelHandlerContext, keepReading: Bool = false) {
         core.metrics.recordClosed(error)
         let channel = context.channel
-        var reply = JSONLineWriter.error(error, into: channel.allocator.buffer(capacity: 96))
+        let reply = JSONLineWriter.error(error, into: channel.allocator.buffer(capacity: 96))
         context.writeAndFlush(wrapOutboundOut(reply.finish(signer: nil, nonce: nil))).whenComplete { _ in
             guard keepReading else { return channel.close(promise: nil) }
             channel.close(mode: .output, promise: nil)
@@ -156,6 +188,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     func deliver(_ reply: ByteBuffer, sequence: UInt64) {
         guard let context, let position = held.firstIndex(where: { $0.sequence == sequence }) else { return }
         held[position].reply = reply
+        guard !reading else { return }  // the burst being read writes it, in order, after the request now running
         while let first = held.first, let ready = first.reply {
             held.removeFirst()
             context.write(wrapOutboundOut(ready), promise: nil)

@@ -107,22 +107,23 @@ final class BrokerCore {
         BrokerError(.tooManyConnections, "the broker serves its maximum of \(configuration.maxConnections)")
     }
 
-    /// Answers one frame with one reply line, or `nil` when the reply comes later through the route.
+    /// Answers one frame with one reply line appended to `buffer`, or nothing when the reply comes later through
+    /// the route.
+    /// - Returns: Whether the reply was appended.
     func respond(
-        to frame: RequestFrame, allocator: ByteBufferAllocator, connection: BrokerConnectionHandler,
+        to frame: RequestFrame, into buffer: inout ByteBuffer, connection: BrokerConnectionHandler,
         sequence: UInt64
-    ) -> ByteBuffer? {
+    ) -> Bool {
         let now = clock.now()
         lastActivity = now
         metrics.recordRequest()
         inFlight += 1
         defer { inFlight -= 1 }
-        // A fresh buffer for each writer, held by nobody else: a second reference would make its first write copy.
-        func freshBuffer() -> ByteBuffer { allocator.buffer(capacity: 256) }
         guard case .line(let line) = frame else {
-            return reject(
+            reject(
                 BrokerError(.tooLarge, "the request exceeds \(configuration.maxRequestSize) bytes"),
-                action: nil, into: freshBuffer())
+                action: nil, into: &buffer)
+            return true
         }
         let decoded = line.withUnsafeReadableBytes { bytes -> Result<Request, BrokerError> in
             do throws(BrokerError) { return .success(try decoder.decode(bytes)) } catch { return .failure(error) }
@@ -130,12 +131,11 @@ final class BrokerCore {
         let request: Request
         switch decoded {
         case .success(let value): request = value
-        case .failure(let error): return reject(error, action: nil, into: freshBuffer())
+        case .failure(let error):
+            reject(error, action: nil, into: &buffer)
+            return true
         }
         let replySigner = request.isSigned ? signer : nil
-        func finish(_ writer: inout JSONLineWriter) -> ByteBuffer {
-            writer.finish(signer: replySigner, nonce: request.nonce)
-        }
         do throws(BrokerError) {
             if draining { throw BrokerError(.draining) }  // signed and with its id, like any reply
             if request.isSigned { try admit(request, now: now) }
@@ -146,21 +146,36 @@ final class BrokerCore {
             let route = ReplyRoute(
                 connection: connection, sequence: sequence, id: request.id, nonce: request.nonce,
                 signed: request.isSigned)
-            guard var writer = try execute(command, now: now, into: freshBuffer(), route: route) else { return nil }
+            // The buffer moves into the writer and back, never copied: a second reference would make its next
+            // write copy every byte.
+            var writer = JSONLineWriter.ok(into: consume buffer)
+            if let id = route.id { writer.member("id", rawJSON: id) }
+            let replied: Bool
+            do throws(BrokerError) {
+                replied = try execute(command, now: now, reply: &writer, route: route)
+            } catch {
+                buffer = writer.abandon()
+                throw error
+            }
+            guard replied else {
+                buffer = writer.abandon()
+                return false
+            }
             metrics.record(command.action, error: nil)
-            return finish(&writer)
+            buffer = writer.finish(signer: replySigner, nonce: request.nonce)
         } catch {
             metrics.record(request.action, error: error)
-            var writer = JSONLineWriter.error(error, into: freshBuffer())
+            var writer = JSONLineWriter.error(error, into: consume buffer)
             if let id = request.id { writer.member("id", rawJSON: id) }
-            return finish(&writer)
+            buffer = writer.finish(signer: replySigner, nonce: request.nonce)
         }
+        return true
     }
 
-    private func reject(_ error: BrokerError, action: Action?, into buffer: consuming ByteBuffer) -> ByteBuffer {
+    private func reject(_ error: BrokerError, action: Action?, into buffer: inout ByteBuffer) {
         metrics.record(action, error: error)
-        var writer = JSONLineWriter.error(error, into: buffer)
-        return writer.finish(signer: nil, nonce: nil)
+        let writer = JSONLineWriter.error(error, into: consume buffer)
+        buffer = writer.finish(signer: nil, nonce: nil)
     }
 
     private func admit(_ request: Request, now: Int64) throws(BrokerError) {
@@ -173,13 +188,11 @@ final class BrokerCore {
         try replayGuard.admit(timestamp: request.timestamp, nonce: request.nonce, now: now)
     }
 
-    /// Performs a command.
-    /// - Returns: The reply, or `nil` when the command waits and its reply comes later.
-    private func execute(_ command: Command, now: Int64, into buffer: consuming ByteBuffer, route: ReplyRoute)
-        throws(BrokerError) -> JSONLineWriter?
+    /// Performs a command, writing its members into `reply`.
+    /// - Returns: Whether it replied now; `false` when the command waits and its reply comes later.
+    private func execute(_ command: Command, now: Int64, reply: inout JSONLineWriter, route: ReplyRoute)
+        throws(BrokerError) -> Bool
     {
-        var reply = JSONLineWriter.ok(into: buffer)
-        if let id = route.id { reply.member("id", rawJSON: id) }
         switch command {
         case .ping:
             reply.member("pong", int: now)
@@ -260,7 +273,7 @@ final class BrokerCore {
                 writeGrant(grant, into: &reply)
             case .queued(let waiter, let deadline):
                 park(.pool(pool, waiter), action: .lease, route: route, for: deadline - now)
-                return nil
+                return false
             }
         case .incr(let key, let by, let ttl):
             let (value, wakeups) = try store.increment(key, by: by, ttl: ttl, now: now)
@@ -270,7 +283,7 @@ final class BrokerCore {
             let outcome = try store.waitForKey(key, owner: route.connection.owner, wait: timeout, now: now)
             guard let value = outcome.value else {
                 park(.key(outcome.waiter!), action: .wait, route: route, for: outcome.deadline - now)
-                return nil
+                return false
             }
             writeValue(value, into: &reply)
         case .claim(let key, let ttl, let wait, let refreshBefore):
@@ -291,7 +304,7 @@ final class BrokerCore {
                 writeValue(value, into: &reply)
             case .queued(let waiter, let deadline):
                 park(.key(waiter), action: .claim, route: route, for: deadline - now)
-                return nil
+                return false
             }
         case .unclaim(let key, let token):
             deliver(store.unclaim(key, token: token, now: now))
@@ -304,7 +317,7 @@ final class BrokerCore {
                 arrival.wakeups.filter { $0 != .barrierReleased(waiter: arrival.waiter, key: key, parties: parties) })
             guard filled else {
                 park(.key(arrival.waiter), action: .barrier, route: route, for: arrival.deadlineIn)
-                return nil
+                return false
             }
             reply.member("arrived", int: Int64(parties))
         case .renewPool(let pool, let index, let fence, let ttl):
@@ -315,7 +328,7 @@ final class BrokerCore {
             deliver(try store.releasePool(pool, index: index, fence: fence, now: now))
             reply.member("released", bool: true)
         }
-        return reply
+        return true
     }
 
     private func writeValue(_ value: Store.Value, into reply: inout JSONLineWriter) {

@@ -45,7 +45,7 @@ public struct JSONLineWriter {
     /// covers the request's text without the `hmac` member, which is appended last.
     /// - Parameter signer: Signs the request when given.
     /// - Returns: The request line, ending in `\n`.
-    public mutating func finishRequest(signer: FrameSigner?) -> ByteBuffer {
+    public consuming func finishRequest(signer: FrameSigner?) -> ByteBuffer {
         precondition(depth == 0, "unclosed nested object")
         if let signer {
             let mac = buffer.withUnsafeReadableBytes { bytes in
@@ -72,40 +72,54 @@ public struct JSONLineWriter {
         return writer
     }
 
+    /// Writes a member name given in the source (it needs no escaping) as it is: no scan for characters to escape.
+    private mutating func name(_ name: StaticString) {
+        separate()
+        buffer.writeInteger(UInt8(ascii: "\""))
+        buffer.writeStaticString(name)
+        buffer.writeStaticString("\":")
+    }
+
+    /// Writes a member name known only at run time (a key, a pool), escaped as needed.
     private mutating func name(_ name: String) {
-        let bit: UInt64 = 1 << UInt64(depth)
-        if hasMember & bit != 0 { buffer.writeStaticString(",") }
-        hasMember |= bit
+        separate()
         buffer.writeJSONString(name)
         buffer.writeStaticString(":")
     }
 
+    /// A comma before every member of an object but its first.
+    private mutating func separate() {
+        let bit: UInt64 = 1 << UInt64(depth)
+        if hasMember & bit != 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+        hasMember |= bit
+    }
+
     /// Appends a string member.
-    public mutating func member(_ name: String, string value: String) {
+    public mutating func member(_ name: StaticString, string value: String) {
         self.name(name)
         buffer.writeJSONString(value)
     }
 
     /// Appends an integer member.
-    public mutating func member(_ name: String, int value: Int64) {
+    public mutating func member(_ name: StaticString, int value: Int64) {
         self.name(name)
         buffer.writeDecimal(value)
     }
 
     /// Appends a number member; non-finite numbers are written as `0`, which JSON cannot express otherwise.
-    public mutating func member(_ name: String, double value: Double) {
+    public mutating func member(_ name: StaticString, double value: Double) {
         self.name(name)
         buffer.writeString(value.isFinite ? formatted(value) : "0")
     }
 
     /// Appends a Boolean member.
-    public mutating func member(_ name: String, bool value: Bool) {
+    public mutating func member(_ name: StaticString, bool value: Bool) {
         self.name(name)
         if value { buffer.writeStaticString("true") } else { buffer.writeStaticString("false") }
     }
 
     /// Appends a member whose value is already JSON text.
-    public mutating func member(_ name: String, rawJSON bytes: [UInt8]) {
+    public mutating func member(_ name: StaticString, rawJSON bytes: [UInt8]) {
         self.name(name)
         buffer.writeBytes(bytes)
     }
@@ -114,7 +128,7 @@ public struct JSONLineWriter {
     /// - Parameters:
     ///   - name: The member's name.
     ///   - bytes: Compact JSON text, valid for the call.
-    public mutating func member(_ name: String, rawJSON bytes: UnsafeRawBufferPointer) {
+    public mutating func member(_ name: StaticString, rawJSON bytes: UnsafeRawBufferPointer) {
         self.name(name)
         buffer.writeBytes(bytes)
     }
@@ -143,7 +157,7 @@ public struct JSONLineWriter {
     ///   - signer: Signs the reply when given.
     ///   - nonce: The request's nonce (empty when it had none).
     /// - Returns: The reply line, ending in `\n`.
-    public mutating func finish(signer: FrameSigner?, nonce: String?) -> ByteBuffer {
+    public consuming func finish(signer: FrameSigner?, nonce: String?) -> ByteBuffer {
         precondition(depth == 0, "unclosed nested object")
         if let signer {
             let mac = buffer.withUnsafeReadableBytes { bytes in
@@ -153,6 +167,13 @@ public struct JSONLineWriter {
             member("hmac", string: mac)
         }
         buffer.writeStaticString("}\n")
+        return buffer
+    }
+
+    /// Abandons the line: the buffer as it was before the writer began.
+    /// - Returns: The buffer, with everything this writer wrote removed.
+    public consuming func abandon() -> ByteBuffer {
+        buffer.moveWriterIndex(to: start)
         return buffer
     }
 
@@ -202,7 +223,7 @@ extension ByteBuffer {
             }
             return raw.count - position
         }
-        withUnsafeBytes(of: &digits) { raw in
+        _ = withUnsafeBytes(of: &digits) { raw in
             writeBytes(UnsafeRawBufferPointer(rebasing: raw[(raw.count - count)...]))
         }
     }

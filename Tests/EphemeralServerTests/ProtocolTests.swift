@@ -141,6 +141,34 @@ struct ProtocolTests {
         }
     }
 
+
+    /// A request can answer an earlier one of the same connection and the same read: a `set` wakes a `wait` sent
+    /// just before it. Replies still come in request order, with the woken one in its place, whether the four
+    /// requests arrive in one write or one by one.
+    @Test func aRequestThatAnswersAnEarlierOneOfItsOwnBurstKeepsTheOrder() async throws {
+        let harness = try await BrokerHarness.start()
+        defer { Task { await harness.broker.shutdown() } }
+        for (round, oneWrite) in [(0, true), (1, false)] {
+            let connection = try harness.connect()
+            let lines = [
+                #"{"action":"ping","id":1}"#,
+                #"{"action":"wait","key":"ready\#(round)","timeout":5000,"id":2}"#,
+                #"{"action":"ping","id":3}"#,
+                #"{"action":"set","key":"ready\#(round)","value":"go","ttl":60000,"id":4}"#,
+                #"{"action":"ping","id":5}"#,
+            ]
+            if oneWrite {
+                try connection.send(lines.map { $0 + "\n" }.joined())
+            } else {
+                for line in lines { try connection.send(line + "\n") }
+            }
+            var replies: [[String: Any]] = []
+            for _ in lines { replies.append(try json(try connection.readLine())) }
+            #expect(replies.map { $0["id"] as? Int } == [1, 2, 3, 4, 5], "one write: \(oneWrite)")
+            #expect(replies[1]["value"] as? String == "go")
+            #expect(replies.allSatisfy { $0["ok"] as? Bool == true })
+        }
+    }
     @Test func utf8SplitAcrossWritesDecodes() async throws {
         let harness = try await BrokerHarness.start()
         defer { Task { await harness.broker.shutdown() } }
