@@ -22,24 +22,31 @@ BROKER_SECRET=bench-secret "$bin/ephemeral-broker" serve --socket "$dir/signed.s
 redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile /dev/null & pids+=($!); redis=$!
 for s in floor broker signed redis; do await_socket "$dir/$s.sock"; done
 
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# The CPU cell, with the failed operations named when there were any (a row with failures measures errors).
-cpu_cell() { if [ "$2" = 0 ]; then echo "$1"; else echo "$1 ($2 FAILED)"; fi; }
+cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user and system ticks
+# The CPU cell: total / user, with the failed operations named when there were any (such a row measures errors).
+cpu_cell() { if [ "$3" = 0 ]; then echo "$1 / $2"; else echo "$1 / $2 ($3 FAILED)"; fi; }
 
-# point TARGET PID SOCKET WORKLOAD CONNECTIONS [loadgen flags…] → "ops/s p50 p99 p99.9 cpu-µs/op" (median of runs by ops/s)
+# point TARGET PID SOCKET WORKLOAD CONNECTIONS [loadgen flags…] → "ops/s p50 p99 p99.9 cpu-µs/op user-µs/op failures"
+# (the median of the runs by ops/s)
 point() {
     local pid=$2 socket=$3 workload=$4 connections=$5; shift 5
     for _ in $(seq "$runs"); do
-        local before after line ops
+        local before after line
         before=$(cpu "$pid")
         line=$("$bin/eb-loadgen" --socket "$socket" --workload "$workload" --connections "$connections" --seconds "$seconds" "$@")
         after=$(cpu "$pid")
-        ops=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ops"])' "$line")
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); cpu=(float(sys.argv[2])/float(sys.argv[3]))/max(1,r["ops"])*1e6; print(r["opsPerSec"], r["p50us"], r["p99us"], r["p999us"], round(cpu,2), r["failures"])' "$line" "$((after - before))" "$tick"
+        python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+before, after, tick = [int(x) for x in sys.argv[2].split()], [int(x) for x in sys.argv[3].split()], float(sys.argv[4])
+per_op = lambda ticks: round(ticks / tick / max(1, r["ops"]) * 1e6, 2)
+user, system = after[0] - before[0], after[1] - before[1]
+print(r["opsPerSec"], r["p50us"], r["p99us"], r["p999us"], per_op(user + system), per_op(user), r["failures"])' \
+            "$line" "$before" "$after" "$tick"
     done | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)'
 }
 
-echo "| workload | conns | target | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op |"
+echo "| workload | conns | target | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op: total / user |"
 echo "|---|---|---|---|---|---|---|---|"
 for workload in ping get set; do
     for connections in 1 8 32; do
@@ -49,29 +56,29 @@ for workload in ping get set; do
                 broker) result=$(point broker "$broker" "$dir/broker.sock" "$workload" "$connections") ;;
                 redis) result=$(point redis "$redis" "$dir/redis.sock" "$workload" "$connections" --protocol resp) ;;
             esac
-            read -r rate p50 p99 p999 cpu failures <<<"$result"
-            echo "| $workload | $connections | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
+            read -r rate p50 p99 p999 cpu user failures <<<"$result"
+            echo "| $workload | $connections | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
         done
     done
 done
 for workload in lease lease-pipelined; do
     for target in floor broker; do
         pid=$floor; [ $target = broker ] && pid=$broker
-        read -r rate p50 p99 p999 cpu failures <<<"$(point $target "$pid" "$dir/$target.sock" $workload 16)"
+        read -r rate p50 p99 p999 cpu user failures <<<"$(point $target "$pid" "$dir/$target.sock" $workload 16)"
         label="lease+release"; [ $workload = lease-pipelined ] && label="lease+release, pipelined"
-        echo "| $label | 16 | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
+        echo "| $label | 16 | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
     done
 done
 for target in broker signed; do
     pid=$broker; [ $target = signed ] && pid=$signed
     flags=(); [ $target = signed ] && flags=(--secret bench-secret)
-    read -r rate p50 p99 p999 cpu failures <<<"$(point $target "$pid" "$dir/$target.sock" set 8 "${flags[@]}")"
-    echo "| set ($target) | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
+    read -r rate p50 p99 p999 cpu user failures <<<"$(point $target "$pid" "$dir/$target.sock" set 8 "${flags[@]}")"
+    echo "| set ($target) | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
 done
-read -r rate p50 p99 p999 cpu failures <<<"$(point broker "$broker" "$dir/broker.sock" mixed 8)"
-echo "| mixed 80/10/10 get/set/ping | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
-read -r rate p50 p99 p999 cpu failures <<<"$(point floor "$floor" "$dir/floor.sock" ping 16)"
-echo "| ping (for lease+release) | 16 | floor | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$failures") |"
+read -r rate p50 p99 p999 cpu user failures <<<"$(point broker "$broker" "$dir/broker.sock" mixed 8)"
+echo "| mixed 80/10/10 get/set/ping | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
+read -r rate p50 p99 p999 cpu user failures <<<"$(point floor "$floor" "$dir/floor.sock" ping 16)"
+echo "| ping (for lease+release) | 16 | floor | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
 
 echo
 echo "| our Swift Client, end to end (unsigned broker) | figure |"
