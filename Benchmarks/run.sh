@@ -112,13 +112,21 @@ memory() {
     echo "$base $(rss $pid)"
     kill $pid
 }
-# fill N: median over 3 fresh brokers (maxItems N, 32 sets per write) of the first and of the last tenth's rate
+# fill N [redis]: median over 3 fresh servers (a broker with maxItems N, or Redis) of the first and the last tenth's
+# rate, 32 sets per write
 fill() {
     for run in 1 2 3; do
-        "$bin/ephemeral-broker" serve --socket "$dir/fill$1-$run.sock" --max-items "$1" --log-level error >/dev/null &
+        local socket="$dir/fill$1-$run${2:-}.sock" flags=()
+        if [ "${2:-}" = redis ]; then
+            redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 --save "" --appendonly no \
+                --logfile /dev/null &
+            flags=(--protocol resp)
+        else
+            "$bin/ephemeral-broker" serve --socket "$socket" --max-items "$1" --log-level error >/dev/null &
+        fi
         local pid=$!; pids+=($pid)
-        await_socket "$dir/fill$1-$run.sock"
-        "$bin/eb-loadgen" --socket "$dir/fill$1-$run.sock" --workload fill --prefill "$1" --window 32
+        await_socket "$socket"
+        "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill "$1" --window 32 "${flags[@]}"
         kill $pid
     done | python3 -c '
 import json, statistics, sys
@@ -134,6 +142,7 @@ echo "| RSS after 10,000 × 100-byte values, set one at a time | $after10 B ($((
 echo "| RSS after 100,000 × 100-byte values, set one at a time | $after100 B ($(( (after100 - base100) / 100000 )) B/item) |"
 echo "| fill rate, first vs last tenth of 10,000 (maxItems 10,000, 32 sets per write, median of 3) | $(fill 10000) |"
 echo "| fill rate, first vs last tenth of 100,000 (maxItems 100,000, 32 sets per write, median of 3) | $(fill 100000) |"
+echo "| Redis's fill rate, the same way, first vs last tenth of 100,000 | $(fill 100000 redis) |"
 
 median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
 plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)

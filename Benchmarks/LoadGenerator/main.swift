@@ -195,7 +195,8 @@ if options.workload == "fill" {
     let tenth = max(1, options.prefill / 10)
     var marks: [UInt64] = [nanoseconds()]
     setKeys(options.prefill, window: options.window) { n, reply in
-        precondition(reply.starts(with: Array(#"{"ok":true"#.utf8)), String(decoding: reply, as: UTF8.self))
+        let ok = options.resp ? reply.starts(with: Array("+OK".utf8)) : reply.starts(with: Array(#"{"ok":true"#.utf8))
+        precondition(ok, String(decoding: reply, as: UTF8.self))
         if (n + 1) % tenth == 0 { marks.append(nanoseconds()) }
     }
     let rates = zip(marks, marks.dropFirst()).map { Int(Double(tenth) / (Double($1 - $0) / 1e9)) }

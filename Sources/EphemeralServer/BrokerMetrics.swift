@@ -2,8 +2,8 @@ import EphemeralWire
 
 /// Counters behind `metrics`, kept as requests happen so every figure is current.
 struct BrokerMetrics {
-    /// Per action (plus one slot for requests without a known action): successes and errors.
-    private(set) var operations = [[Int]](repeating: [0, 0], count: Action.allCases.count + 1)
+    /// Per action (plus one slot for requests without a known action): successes, then errors.
+    private(set) var operations = [Int](repeating: 0, count: 2 * (Action.allCases.count + 1))
     private(set) var errorsByName: [String: Int] = [:]
     private(set) var requestsTotal = 0
     private(set) var compressedSets = 0
@@ -22,7 +22,7 @@ struct BrokerMetrics {
     mutating func recordClosed(_ error: BrokerError) { connectionsClosed[error.code.wireName, default: 0] += 1 }
 
     mutating func record(_ action: Action?, error: BrokerError?) {
-        operations[Self.slot(action)][error == nil ? 0 : 1] += 1
+        operations[2 * Self.slot(action) + (error == nil ? 0 : 1)] += 1
         if let error { errorsByName[error.code.wireName, default: 0] += 1 }
     }
 
@@ -36,13 +36,13 @@ struct BrokerMetrics {
         }
     }
 
-    /// Each action's slot, looked up once: `Action.allCases` builds a new array on every use, which was an
-    /// allocation and a linear search per request.
-    private static let slots = Dictionary(uniqueKeysWithValues: Action.allCases.enumerated().map { ($1, $0) })
+    /// The actions in slot order, built once: `Action.allCases` builds a new array on every use. A short linear
+    /// search (the common actions come first) costs less per request than hashing the action.
+    private static let actions = Action.allCases
 
     private static func slot(_ action: Action?) -> Int {
-        guard let action else { return Action.allCases.count }
-        return slots[action]!
+        guard let action else { return actions.count }
+        return actions.firstIndex(of: action)!
     }
 
     /// The gauges that come from the broker's state at the moment of the scrape.
@@ -70,10 +70,11 @@ struct BrokerMetrics {
             text += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n"
         }
         family("ephemeral_broker_operations_total", "counter", "Requests by action and result.")
-        for (index, counts) in operations.enumerated() {
-            let action = index < Action.allCases.count ? Action.allCases[index].rawValue : "unknown"
-            sample("ephemeral_broker_operations_total", "action=\"\(action)\",result=\"success\"", "\(counts[0])")
-            sample("ephemeral_broker_operations_total", "action=\"\(action)\",result=\"error\"", "\(counts[1])")
+        for index in 0...Self.actions.count {
+            let action = index < Self.actions.count ? Self.actions[index].rawValue : "unknown"
+            let (successes, errors) = (operations[2 * index], operations[2 * index + 1])
+            sample("ephemeral_broker_operations_total", "action=\"\(action)\",result=\"success\"", "\(successes)")
+            sample("ephemeral_broker_operations_total", "action=\"\(action)\",result=\"error\"", "\(errors)")
         }
         family("ephemeral_broker_errors_total", "counter", "Error replies by wire error name.")
         for (name, count) in errorsByName.sorted(by: { $0.key < $1.key }) {

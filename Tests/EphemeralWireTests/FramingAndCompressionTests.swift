@@ -88,3 +88,33 @@ struct ValueCompressionTests {
         #expect(Base64.decode(Array("Zm9v!".utf8)) == nil)
     }
 }
+
+@Suite("Writing JSON lines")
+struct JSONLineWriterTests {
+    /// The writer gathers small pieces before they go into the buffer: lines around and past its 128 gathered bytes,
+    /// escapes, nesting, numbers and an abandoned line must come out exactly as written piece by piece.
+    @Test(arguments: [0, 1, 60, 100, 120, 127, 128, 129, 200, 1000])
+    func gatheredPiecesComeOutExactly(size: Int) throws {
+        let raw = "\"" + String(repeating: "v", count: size) + "\""
+        let text = String(repeating: "x", count: size) + "\"quoted\"\n\\"
+        var writer = JSONLineWriter.ok(into: ByteBuffer(string: "earlier bytes stay;"))
+        writer.member("value", rawJSON: Array(raw.utf8))
+        writer.member("text", string: text)
+        writer.beginObject("nested \"key\"")
+        writer.member("n", int: -1234567890123)
+        writer.member("d", double: 0.25)
+        writer.member("flag", bool: false)
+        writer.endObject()
+        Array(raw.utf8).withUnsafeBytes { writer.member("again", rawJSON: $0) }
+        let line = writer.finish(signer: nil, nonce: nil)
+        let escaped = String(repeating: "x", count: size) + #"\"quoted\"\n\\"#
+        let expected =
+            #"earlier bytes stay;{"ok":true,"value":\#(raw),"text":"\#(escaped)","nested \"key\"":"#
+            + #"{"n":-1234567890123,"d":0.25,"flag":false},"again":\#(raw)}"# + "\n"
+        #expect(String(buffer: line) == expected)
+
+        var abandoned = JSONLineWriter.ok(into: ByteBuffer(string: "kept"))
+        abandoned.member("text", string: text)
+        #expect(String(buffer: abandoned.abandon()) == "kept")
+    }
+}
