@@ -96,7 +96,7 @@ public final class Client: Sendable {
                 writer.member("ts", int: Int64(Date().timeIntervalSince1970 * 1000))
                 writer.member("nonce", string: nonce!)
             }
-            let line = writer.finishRequest(signer: signer)
+            let line = (consume writer).finishRequest(signer: signer)
             do throws(BrokerError) {
                 guard let bytes = try await exchange(line, on: channel, deadline: deadline) else {
                     // Never sent (the connection had already closed, say refused at the broker's cap before

@@ -154,20 +154,20 @@ final class BrokerCore {
             do throws(BrokerError) {
                 replied = try execute(command, now: now, reply: &writer, route: route)
             } catch {
-                buffer = writer.abandon()
+                buffer = (consume writer).abandon()
                 throw error
             }
             guard replied else {
-                buffer = writer.abandon()
+                buffer = (consume writer).abandon()
                 return false
             }
             metrics.record(command.action, error: nil)
-            buffer = writer.finish(signer: replySigner, nonce: request.nonce)
+            buffer = (consume writer).finish(signer: replySigner, nonce: request.nonce)
         } catch {
             metrics.record(request.action, error: error)
             var writer = JSONLineWriter.error(error, into: consume buffer)
             if let id = request.id { writer.member("id", rawJSON: id) }
-            buffer = writer.finish(signer: replySigner, nonce: request.nonce)
+            buffer = (consume writer).finish(signer: replySigner, nonce: request.nonce)
         }
         return true
     }
@@ -175,7 +175,7 @@ final class BrokerCore {
     private func reject(_ error: BrokerError, action: Action?, into buffer: inout ByteBuffer) {
         metrics.record(action, error: error)
         let writer = JSONLineWriter.error(error, into: consume buffer)
-        buffer = writer.finish(signer: nil, nonce: nil)
+        buffer = (consume writer).finish(signer: nil, nonce: nil)
     }
 
     private func admit(_ request: Request, now: Int64) throws(BrokerError) {
@@ -393,7 +393,7 @@ final class BrokerCore {
         members(&reply)
         metrics.record(pending.action, error: nil)
         route.connection.deliver(
-            reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
+            (consume reply).finish(signer: route.signed ? signer : nil, nonce: route.nonce),
             sequence: route.sequence)
     }
 
@@ -416,7 +416,7 @@ final class BrokerCore {
         var reply = JSONLineWriter.error(error, into: route.connection.allocator.buffer(capacity: 96))
         if let id = route.id { reply.member("id", rawJSON: id) }
         route.connection.deliver(
-            reply.finish(signer: route.signed ? signer : nil, nonce: route.nonce),
+            (consume reply).finish(signer: route.signed ? signer : nil, nonce: route.nonce),
             sequence: route.sequence)
     }
 

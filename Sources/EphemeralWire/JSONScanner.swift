@@ -169,16 +169,25 @@ struct JSONScanner {
 
     /// Skips a string, checking escapes, control characters and UTF-8.
     /// - Returns: The range of the string's contents, between the quotes.
+    private static func endOfPlainASCII(in bytes: UnsafeRawBufferPointer, from start: Int) -> Int {
+        guard let base = bytes.baseAddress else { return start }
+        let count = bytes.count
+        var position = start
+        while position < count {
+            let byte = base.load(fromByteOffset: position, as: UInt8.self)
+            guard byte >= 0x20, byte < 0x80, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\") else { break }
+            position += 1
+        }
+        return position
+    }
+
     private mutating func skipString() throws(BrokerError) -> Range<Int> {
         index += 1  // opening quote
         let start = index
         while index < bytes.count {
-            // Plain printable ASCII, the bulk of every key and value: one comparison chain per byte.
-            while index < bytes.count, bytes[index] >= 0x20, bytes[index] < 0x80, bytes[index] != UInt8(ascii: "\""),
-                bytes[index] != UInt8(ascii: "\\")
-            {
-                index += 1
-            }
+            // Plain printable ASCII, the bulk of every key and value: one comparison chain per byte, on locals (the
+            // stored `index` and `bytes.count` would be reloaded on every byte).
+            index = Self.endOfPlainASCII(in: bytes, from: index)
             guard index < bytes.count else { break }
             let byte = bytes[index]
             switch byte {
