@@ -2,7 +2,7 @@
 // blocking connection per thread, so it measures the server, not a client library.
 //
 //   eb-loadgen --socket PATH --workload ping|get|set|lease|lease-pipelined|mixed --connections N --seconds S
-//              [--protocol wire|resp] [--secret S] [--value-size 100] [--prefill 1000] [--window 32]
+//              [--protocol wire|resp] [--secret S] [--value-size 100] [--prefill 1000] [--window 32] [--count N]
 // `lease` sends a lease, waits for its reply, then sends the release (two round trips per cycle);
 // `lease-pipelined` writes both in one write and then reads both replies (one round trip), which the protocol
 // allows because `release` names the worker, not the leased value.
@@ -24,6 +24,8 @@ struct Options {
     var valueSize = 100
     var prefill = 1000
     var window = 32
+    /// Operations per connection; the run ends after `seconds` or this many, whichever comes first.
+    var count = Int.max
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -39,6 +41,7 @@ struct Options {
             case "--value-size": valueSize = Int(value) ?? 100
             case "--prefill": prefill = Int(value) ?? 1000
             case "--window": window = max(1, Int(value) ?? 32)
+            case "--count": count = max(1, Int(value) ?? Int.max)
             default: fatalError("unknown flag \(flag)")
             }
         }
@@ -225,7 +228,7 @@ for id in 0..<options.connections {
         local.reserveCapacity(200_000)
         var failures = 0
         var step = id
-        while nanoseconds() < deadline {
+        while nanoseconds() < deadline, local.count < options.count {
             let requests = workload.requests(connection: id, key: step % keys, step: step)
             let begin = nanoseconds()
             if pipelined { connection.send(requests.flatMap { $0 }) }

@@ -71,22 +71,26 @@ public struct Store: Sendable {
             self.expiresAt = expiresAt
         }
 
-        var ttl: Int64 { storage.header.ttl }
+        var ttl: Int64 { storage.fields.ttl }
         /// Also the item's version.
-        var generation: UInt64 { storage.header.generation }
-        var compressed: Bool { storage.header.compressed }
+        var generation: UInt64 { storage.fields.generation }
+        var compressed: Bool { storage.fields.compressed }
         /// The value's size in bytes.
-        var count: Int { storage.header.count }
+        var count: Int { storage.fields.count }
         /// The value as `get` returns it, sharing the bytes.
-        var value: Value { Value(storage: storage, compressed: compressed, version: generation) }
+        var value: Value {
+            let fields = storage.fields
+            return Value(storage: storage, compressed: fields.compressed, version: fields.generation)
+        }
 
         /// How many more reads the item allows; `nil` for no limit. A limit past `Int32.max` is kept as `Int32.max`.
         var readsLeft: Int? {
-            get { storage.header.readsLeftOrNone < 0 ? nil : Int(storage.header.readsLeftOrNone) }
+            get { storage.fields.readsLeftOrNone < 0 ? nil : Int(storage.fields.readsLeftOrNone) }
             set {
                 // Values handed out share the storage: change a copy of it unless this item is its only holder.
                 if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
-                storage.header.readsLeftOrNone = newValue.map { Int32(clamping: max(0, $0)) } ?? -1
+                let reads = newValue.map { Int32(clamping: max(0, $0)) } ?? -1
+                storage.withUnsafeMutablePointerToHeader { $0.pointee.readsLeftOrNone = reads }
             }
         }
     }

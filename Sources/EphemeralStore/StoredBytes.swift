@@ -33,9 +33,12 @@ final class StoredBytes: ManagedBuffer<StoredBytes.Header, UInt8> {
         return stored
     }
 
+    /// The header, read through its pointer: `header`, a class property, pays a dynamic exclusivity check.
+    var fields: Header { withUnsafeMutablePointerToHeader { $0.pointee } }
+
     /// A copy with its own header, for a change that must not show through other references.
     func copy() -> StoredBytes {
-        let header = self.header
+        let header = fields
         return withUnsafeBytes { bytes in
             .make(
                 bytes, compressed: header.compressed, ttl: header.ttl, generation: header.generation,

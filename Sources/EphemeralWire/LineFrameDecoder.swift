@@ -48,36 +48,37 @@ public struct LineFramer: Sendable {
     /// - Parameter buffer: The bytes received so far; consumed bytes are moved past.
     /// - Returns: What was found.
     public mutating func next(_ buffer: inout ByteBuffer) -> Step {
-        let view = buffer.readableBytesView
-        let found = buffer.withUnsafeReadableBytes { bytes -> Int? in
+        // One look at the bytes finds the newline and whether a `\r` precedes it: each access to a ByteBuffer's
+        // storage pays a dynamic exclusivity check.
+        let scanned = self.scanned
+        let found = buffer.withUnsafeReadableBytes { bytes -> (newline: Int, carriageReturn: Bool)? in
             guard bytes.count > scanned,
                 let hit = memchr(bytes.baseAddress! + scanned, Int32(UInt8(ascii: "\n")), bytes.count - scanned)
             else { return nil }
-            return UnsafeRawPointer(hit) - UnsafeRawPointer(bytes.baseAddress!)
+            let newline = UnsafeRawPointer(hit) - UnsafeRawPointer(bytes.baseAddress!)
+            return (newline, newline > 0 && bytes[newline - 1] == UInt8(ascii: "\r"))
         }
-        guard let newline = found.map({ view.startIndex + $0 }) else {
+        guard let (length, carriageReturn) = found else {
             if discarding {
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-                scanned = 0
+                self.scanned = 0
             } else if buffer.readableBytes > maxLineBytes + 1 {  // + 1: room for a `\r` before the newline
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-                scanned = 0
+                self.scanned = 0
                 discarding = true
                 return .frame(.oversized)
             } else {
-                scanned = buffer.readableBytes
+                self.scanned = buffer.readableBytes
             }
             return .needMoreData
         }
-        let length = newline - view.startIndex
-        scanned = 0
+        self.scanned = 0
         if discarding {
             discarding = false
             buffer.moveReaderIndex(forwardBy: length + 1)
             return .skipped
         }
-        var lineLength = length
-        if lineLength > 0, view[newline - 1] == UInt8(ascii: "\r") { lineLength -= 1 }
+        let lineLength = carriageReturn ? length - 1 : length
         if lineLength > maxLineBytes {
             buffer.moveReaderIndex(forwardBy: length + 1)
             return .frame(.oversized)
