@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 EPHEMERAL_BENCHMARKS=1 swift build -c release --static-swift-stdlib --scratch-path .build-release >&2
 bin=.build-release/release
 seconds=${SECONDS_PER_POINT:-2}
@@ -143,6 +144,41 @@ echo "| RSS after 100,000 × 100-byte values, set one at a time | $after100 B ($
 echo "| fill rate, first vs last tenth of 10,000 (maxItems 10,000, 32 sets per write, median of 3) | $(fill 10000) |"
 echo "| fill rate, first vs last tenth of 100,000 (maxItems 100,000, 32 sets per write, median of 3) | $(fill 100000) |"
 echo "| Redis's fill rate, the same way, first vs last tenth of 100,000 | $(fill 100000 redis) |"
+
+# instructions TARGET WORKLOAD → instructions the server executed per operation, one connection, 5,000 operations
+# after 500 of warm-up, counted by callgrind: the same count whatever else the machine is doing, so the one
+# comparison here that noise cannot move. (valgrind cannot read the debug information of our static binaries:
+# the servers run as copies without it.)
+instructions() {
+    local socket="$dir/cg-$1-$2.sock" out="$dir/cg-$1-$2.out" args=() flags=()
+    case $1 in
+        floor) strip --strip-debug -o "$dir/cg-floor" "$bin/eb-floor"; args=("$dir/cg-floor" "$socket") ;;
+        broker)
+            strip --strip-debug -o "$dir/cg-broker" "$bin/ephemeral-broker"
+            args=("$dir/cg-broker" serve --socket "$socket" --max-items 1000000 --log-level error)
+            ;;
+        redis)
+            args=(redis-server --port 0 --unixsocket "$socket" --save "" --appendonly no --logfile /dev/null)
+            flags=(--protocol resp)
+            ;;
+    esac
+    valgrind --tool=callgrind --callgrind-out-file="$out" "${args[@]}" >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do [ -S "$socket" ] && break; sleep 0.1; done
+    "$bin/eb-loadgen" --socket "$socket" --workload "$2" --seconds 120 --count 500 "${flags[@]}" >/dev/null
+    callgrind_control -z $pid >/dev/null
+    "$bin/eb-loadgen" --socket "$socket" --workload "$2" --seconds 120 --count 5000 --prefill 1 "${flags[@]}" >/dev/null
+    callgrind_control -d $pid >/dev/null
+    kill $pid; wait $pid 2>/dev/null || true
+    awk '/^summary:/ {print int($2 / 5000)}' "$out.1"
+}
+
+echo
+echo "| instructions per operation (callgrind, 1 connection) | floor | broker | redis |"
+echo "|---|---|---|---|"
+for workload in ping get set; do
+    echo "| $workload | $(instructions floor $workload) | $(instructions broker $workload) | $(instructions redis $workload) |"
+done
 
 median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
 plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
