@@ -8,6 +8,10 @@ command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=no
 command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 EPHEMERAL_BENCHMARKS=1 swift build -c release --static-swift-stdlib --scratch-path .build-release >&2
 bin=.build-release/release
+# Servers run on CPU 0 and the generator on CPU 1: on a shared 2-core machine this keeps the server's core its own
+# and the rows of one run comparable (without it, runs of the same point differed by up to 3×).
+server=(taskset -c 0)
+client=(taskset -c 1)
 seconds=${SECONDS_PER_POINT:-2}
 runs=${RUNS:-3}
 dir=$(mktemp -d /tmp/ebbench-XXXXXX)
@@ -17,10 +21,10 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; r
 trap cleanup EXIT
 
 await_socket() { for _ in $(seq 500); do [ -S "$1" ] && return 0; sleep 0.01; done; echo "no socket $1" >&2; exit 1; }
-"$bin/eb-floor" "$dir/floor.sock" >/dev/null & pids+=($!); floor=$!
-"$bin/ephemeral-broker" serve --socket "$dir/broker.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); broker=$!
-BROKER_SECRET=bench-secret "$bin/ephemeral-broker" serve --socket "$dir/signed.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); signed=$!
-redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile /dev/null & pids+=($!); redis=$!
+"${server[@]}" "$bin/eb-floor" "$dir/floor.sock" >/dev/null & pids+=($!); floor=$!
+"${server[@]}" "$bin/ephemeral-broker" serve --socket "$dir/broker.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); broker=$!
+BROKER_SECRET=bench-secret "${server[@]}" "$bin/ephemeral-broker" serve --socket "$dir/signed.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); signed=$!
+"${server[@]}" redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile /dev/null & pids+=($!); redis=$!
 for s in floor broker signed redis; do await_socket "$dir/$s.sock"; done
 
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user and system ticks
@@ -34,7 +38,7 @@ point() {
     for _ in $(seq "$runs"); do
         local before after line
         before=$(cpu "$pid")
-        line=$("$bin/eb-loadgen" --socket "$socket" --workload "$workload" --connections "$connections" --seconds "$seconds" "$@")
+        line=$("${client[@]}" "$bin/eb-loadgen" --socket "$socket" --workload "$workload" --connections "$connections" --seconds "$seconds" "$@")
         after=$(cpu "$pid")
         python3 -c '
 import json, sys
@@ -119,15 +123,15 @@ fill() {
     for run in 1 2 3; do
         local socket="$dir/fill$1-$run${2:-}.sock" flags=()
         if [ "${2:-}" = redis ]; then
-            redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 --save "" --appendonly no \
+            "${server[@]}" redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 --save "" --appendonly no \
                 --logfile /dev/null &
             flags=(--protocol resp)
         else
-            "$bin/ephemeral-broker" serve --socket "$socket" --max-items "$1" --log-level error >/dev/null &
+            "${server[@]}" "$bin/ephemeral-broker" serve --socket "$socket" --max-items "$1" --log-level error >/dev/null &
         fi
         local pid=$!; pids+=($pid)
         await_socket "$socket"
-        "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill "$1" --window 32 "${flags[@]}"
+        "${client[@]}" "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill "$1" --window 32 "${flags[@]}"
         kill $pid
     done | python3 -c '
 import json, statistics, sys
@@ -144,6 +148,12 @@ echo "| RSS after 100,000 × 100-byte values, set one at a time | $after100 B ($
 echo "| fill rate, first vs last tenth of 10,000 (maxItems 10,000, 32 sets per write, median of 3) | $(fill 10000) |"
 echo "| fill rate, first vs last tenth of 100,000 (maxItems 100,000, 32 sets per write, median of 3) | $(fill 100000) |"
 echo "| Redis's fill rate, the same way, first vs last tenth of 100,000 | $(fill 100000 redis) |"
+
+median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
+plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
+wrapped=$(for _ in $(seq 20); do s=$(date +%s%N); "$bin/ephemeral-broker" run -- true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
+echo "| \`/bin/true\`, median of 20 | $plain ms |"
+echo "| \`ephemeral-broker run -- true\`, median of 20 | $wrapped ms |"
 
 # instructions TARGET WORKLOAD → instructions the server executed per operation, one connection, 5,000 operations
 # after 500 of warm-up, counted by callgrind: the same count whatever else the machine is doing, so the one
@@ -179,9 +189,3 @@ echo "|---|---|---|---|"
 for workload in ping get set; do
     echo "| $workload | $(instructions floor $workload) | $(instructions broker $workload) | $(instructions redis $workload) |"
 done
-
-median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
-plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
-wrapped=$(for _ in $(seq 20); do s=$(date +%s%N); "$bin/ephemeral-broker" run -- true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
-echo "| \`/bin/true\`, median of 20 | $plain ms |"
-echo "| \`ephemeral-broker run -- true\`, median of 20 | $wrapped ms |"
