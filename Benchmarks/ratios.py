@@ -10,7 +10,7 @@ text = sys.stdin.read()
 rows = {}
 for line in text.splitlines():
     cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-    if len(cells) == 8 and cells[1].isdigit():
+    if len(cells) == 8 and cells[1].isdigit() and cells[7][:1].isdigit():
         workload, conns, target, ops, p50, p99, p999, cpu = cells
         total, user = (float(x) for x in re.findall(r"[\d.]+", cpu)[:2])
         rows[(workload, int(conns), target)] = dict(ops=float(ops), p999=float(p999), cpu=total, user=user)
@@ -45,14 +45,14 @@ print("| get/set ≥ 0.75 of the floor's throughput | %s | %s |" % (
 tail = [row(w, c, "broker")["p999"] / row(w, c, "floor")["p999"] for w, c in points]
 print("| p99.9 ≤ 2× the floor's | %s | %s |" % (
     ", ".join("%s %.2f× (%d)" % (w, r, c) for (w, c), r in zip(points, tail)), verdict([r <= 2 for r in tail])))
-ping16 = row("ping (for lease+release)", 16, "floor")["ops"]
+ping16 = row("lease+release, pipelined", 16, "ping-floor")["ops"]
 sequential = row("lease+release", 16, "broker")["ops"]
 pipelined = row("lease+release, pipelined", 16, "broker")["ops"]
 print("| lease+release at 16 connections ≥ 0.6 of the floor's ping rate (16) | pipelined %.0f / %.0f = %.2f; "
       "one round trip each %.0f / %.0f = %.2f (two round trips cannot pass 0.5) | %s |" % (
           pipelined, ping16, pipelined / ping16, sequential, ping16, sequential / ping16,
           "pipelined only" if pipelined / ping16 >= 0.6 > sequential / ping16 else verdict([pipelined / ping16 >= 0.6])))
-signed = row("set (signed)", 8, "broker")["ops"] / row("set (broker)", 8, "broker")["ops"]
+signed = row("set, unsigned vs signed", 8, "signed")["ops"] / row("set, unsigned vs signed", 8, "broker")["ops"]
 print("| HMAC-signed set at 8 connections ≥ 0.5 of unsigned | %.2f | %s |" % (signed, verdict([signed >= 0.5])))
 per_item = [int(re.search(r"\((\d+) B/item\)", v).group(1)) for k, v in figures.items() if k.startswith("RSS after")]
 print("| ≤ 300 bytes of RSS per stored 100-byte item | %s | %s |" % (

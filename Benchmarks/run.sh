@@ -8,10 +8,6 @@ command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=no
 command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 EPHEMERAL_BENCHMARKS=1 swift build -c release --static-swift-stdlib --scratch-path .build-release >&2
 bin=.build-release/release
-# Servers run on CPU 0 and the generator on CPU 1: on a shared 2-core machine this keeps the server's core its own
-# and the rows of one run comparable (without it, runs of the same point differed by up to 3×).
-server=(taskset -c 0)
-client=(taskset -c 1)
 seconds=${SECONDS_PER_POINT:-2}
 runs=${RUNS:-3}
 dir=$(mktemp -d /tmp/ebbench-XXXXXX)
@@ -21,69 +17,71 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; r
 trap cleanup EXIT
 
 await_socket() { for _ in $(seq 500); do [ -S "$1" ] && return 0; sleep 0.01; done; echo "no socket $1" >&2; exit 1; }
-"${server[@]}" "$bin/eb-floor" "$dir/floor.sock" >/dev/null & pids+=($!); floor=$!
-"${server[@]}" "$bin/ephemeral-broker" serve --socket "$dir/broker.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); broker=$!
-BROKER_SECRET=bench-secret "${server[@]}" "$bin/ephemeral-broker" serve --socket "$dir/signed.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); signed=$!
-"${server[@]}" redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile /dev/null & pids+=($!); redis=$!
+"$bin/eb-floor" "$dir/floor.sock" >/dev/null & pids+=($!); floor=$!
+"$bin/ephemeral-broker" serve --socket "$dir/broker.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); broker=$!
+BROKER_SECRET=bench-secret "$bin/ephemeral-broker" serve --socket "$dir/signed.sock" --max-items 1000000 --log-level error >/dev/null & pids+=($!); signed=$!
+redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile /dev/null & pids+=($!); redis=$!
 for s in floor broker signed redis; do await_socket "$dir/$s.sock"; done
 
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user and system ticks
+steal() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }  # stolen and all ticks
+read -r stolen_before all_before <<<"$(steal)"
 # The CPU cell: total / user, with the failed operations named when there were any (such a row measures errors).
 cpu_cell() { if [ "$3" = 0 ]; then echo "$1 / $2"; else echo "$1 / $2 ($3 FAILED)"; fi; }
 
-# point TARGET PID SOCKET WORKLOAD CONNECTIONS [loadgen flags…] → "ops/s p50 p99 p99.9 cpu-µs/op user-µs/op failures"
-# (the median of the runs by ops/s)
-point() {
-    local pid=$2 socket=$3 workload=$4 connections=$5; shift 5
-    for _ in $(seq "$runs"); do
-        local before after line
-        before=$(cpu "$pid")
-        line=$("${client[@]}" "$bin/eb-loadgen" --socket "$socket" --workload "$workload" --connections "$connections" --seconds "$seconds" "$@")
-        after=$(cpu "$pid")
-        python3 -c '
+# measure PID SOCKET WORKLOAD CONNECTIONS [loadgen flags…] → "ops/s p50 p99 p99.9 cpu-µs/op user-µs/op failures"
+measure() {
+    local pid=$1 socket=$2 workload=$3 connections=$4; shift 4
+    local before after line
+    before=$(cpu "$pid")
+    line=$("$bin/eb-loadgen" --socket "$socket" --workload "$workload" --connections "$connections" --seconds "$seconds" "$@")
+    after=$(cpu "$pid")
+    python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
 before, after, tick = [int(x) for x in sys.argv[2].split()], [int(x) for x in sys.argv[3].split()], float(sys.argv[4])
 per_op = lambda ticks: round(ticks / tick / max(1, r["ops"]) * 1e6, 2)
 user, system = after[0] - before[0], after[1] - before[1]
 print(r["opsPerSec"], r["p50us"], r["p99us"], r["p999us"], per_op(user + system), per_op(user), r["failures"])' \
-            "$line" "$before" "$after" "$tick"
-    done | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)'
+        "$line" "$before" "$after" "$tick"
+}
+
+# compare LABEL CONNECTIONS TARGET… : each TARGET is "name pid socket workload [flags…]". The targets take turns,
+# round after round, so a slow spell of this shared machine falls on all of them alike; each row is the target's
+# median round (by ops/s).
+compare() {
+    local label=$1 connections=$2; shift 2
+    local results="$dir/compare.txt"
+    : >"$results"
+    for _ in $(seq "$runs"); do
+        for target in "$@"; do
+            read -r name pid socket workload flags <<<"$target"
+            # shellcheck disable=SC2086  # flags split on purpose
+            echo "$name $(measure "$pid" "$socket" "$workload" "$connections" $flags)" >>"$results"
+        done
+    done
+    for target in "$@"; do
+        read -r name _ <<<"$target"
+        read -r rate p50 p99 p999 cpu user failures <<<"$(awk -v n="$name" '$1 == n {$1 = ""; print}' "$results" |
+            sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)')"
+        echo "| $label | $connections | $name | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
+    done
 }
 
 echo "| workload | conns | target | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op: total / user |"
 echo "|---|---|---|---|---|---|---|---|"
 for workload in ping get set; do
     for connections in 1 8 32; do
-        for target in floor broker redis; do
-            case $target in
-                floor) result=$(point floor "$floor" "$dir/floor.sock" "$workload" "$connections") ;;
-                broker) result=$(point broker "$broker" "$dir/broker.sock" "$workload" "$connections") ;;
-                redis) result=$(point redis "$redis" "$dir/redis.sock" "$workload" "$connections" --protocol resp) ;;
-            esac
-            read -r rate p50 p99 p999 cpu user failures <<<"$result"
-            echo "| $workload | $connections | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
-        done
+        compare "$workload" "$connections" "floor $floor $dir/floor.sock $workload" \
+            "broker $broker $dir/broker.sock $workload" "redis $redis $dir/redis.sock $workload --protocol resp"
     done
 done
-for workload in lease lease-pipelined; do
-    for target in floor broker; do
-        pid=$floor; [ $target = broker ] && pid=$broker
-        read -r rate p50 p99 p999 cpu user failures <<<"$(point $target "$pid" "$dir/$target.sock" $workload 16)"
-        label="lease+release"; [ $workload = lease-pipelined ] && label="lease+release, pipelined"
-        echo "| $label | 16 | $target | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
-    done
-done
-for target in broker signed; do
-    pid=$broker; [ $target = signed ] && pid=$signed
-    flags=(); [ $target = signed ] && flags=(--secret bench-secret)
-    read -r rate p50 p99 p999 cpu user failures <<<"$(point $target "$pid" "$dir/$target.sock" set 8 "${flags[@]}")"
-    echo "| set ($target) | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
-done
-read -r rate p50 p99 p999 cpu user failures <<<"$(point broker "$broker" "$dir/broker.sock" mixed 8)"
-echo "| mixed 80/10/10 get/set/ping | 8 | broker | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
-read -r rate p50 p99 p999 cpu user failures <<<"$(point floor "$floor" "$dir/floor.sock" ping 16)"
-echo "| ping (for lease+release) | 16 | floor | $rate | $p50 | $p99 | $p999 | $(cpu_cell "$cpu" "$user" "$failures") |"
+compare "lease+release" 16 "floor $floor $dir/floor.sock lease" "broker $broker $dir/broker.sock lease"
+compare "lease+release, pipelined" 16 "floor $floor $dir/floor.sock lease-pipelined" \
+    "broker $broker $dir/broker.sock lease-pipelined" "ping-floor $floor $dir/floor.sock ping"
+compare "set, unsigned vs signed" 8 "broker $broker $dir/broker.sock set" \
+    "signed $signed $dir/signed.sock set --secret bench-secret"
+compare "mixed 80/10/10 get/set/ping" 8 "broker $broker $dir/broker.sock mixed"
 
 echo
 echo "| our Swift Client, end to end (unsigned broker) | figure |"
@@ -123,15 +121,15 @@ fill() {
     for run in 1 2 3; do
         local socket="$dir/fill$1-$run${2:-}.sock" flags=()
         if [ "${2:-}" = redis ]; then
-            "${server[@]}" redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 --save "" --appendonly no \
+            redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 --save "" --appendonly no \
                 --logfile /dev/null &
             flags=(--protocol resp)
         else
-            "${server[@]}" "$bin/ephemeral-broker" serve --socket "$socket" --max-items "$1" --log-level error >/dev/null &
+            "$bin/ephemeral-broker" serve --socket "$socket" --max-items "$1" --log-level error >/dev/null &
         fi
         local pid=$!; pids+=($pid)
         await_socket "$socket"
-        "${client[@]}" "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill "$1" --window 32 "${flags[@]}"
+        "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill "$1" --window 32 "${flags[@]}"
         kill $pid
     done | python3 -c '
 import json, statistics, sys
@@ -189,3 +187,7 @@ echo "|---|---|---|---|"
 for workload in ping get set; do
     echo "| $workload | $(instructions floor $workload) | $(instructions broker $workload) | $(instructions redis $workload) |"
 done
+
+read -r stolen_after all_after <<<"$(steal)"
+echo
+echo "CPU time the machine's host took from it (steal) during the run: $(( 100 * (stolen_after - stolen_before) / (all_after - all_before) )) %"
