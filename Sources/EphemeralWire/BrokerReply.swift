@@ -13,15 +13,20 @@ public struct BrokerReply: Sendable {
     ///   `bad_reply_signature` for a missing or wrong MAC.
     public init(line: [UInt8], signer: FrameSigner?, nonce: String?) throws(BrokerError) {
         self.line = line
-        let parsed = line.withUnsafeBytes { bytes -> Result<JSONScanner.Object?, BrokerError> in
+        let parsed = line.withUnsafeBytes { bytes -> Result<(JSONScanner.Object, [String: JSONScanner.Member])?, BrokerError> in
             var scanner = JSONScanner(bytes)
-            do throws(BrokerError) { return .success(try scanner.scanTopLevel()) } catch { return .failure(error) }
+            do throws(BrokerError) {
+                guard let object = try scanner.scanTopLevel() else { return .success(nil) }
+                var members: [String: JSONScanner.Member] = [:]
+                for member in object.members { members[member.name(in: bytes)] = member }
+                return .success((object, members))
+            } catch {
+                return .failure(error)
+            }
         }
-        guard case .success(let maybeObject) = parsed, let object = maybeObject else {
+        guard case .success(let maybeObject) = parsed, let (object, members) = maybeObject else {
             throw BrokerError(.invalidReply, "the broker's reply is not a JSON object")
         }
-        var members: [String: JSONScanner.Member] = [:]
-        for member in object.members { members[member.name] = member }
         self.members = members
         if let signer {
             let valid = line.withUnsafeBytes { bytes in
@@ -48,7 +53,7 @@ public struct BrokerReply: Sendable {
         _ bytes: UnsafeRawBufferPointer, object: JSONScanner.Object, signer: FrameSigner,
         nonce: String?
     ) -> Bool {
-        guard let last = object.members.last, last.name == "hmac", last.value.count == 66,
+        guard let last = object.members.last, last.hasName("hmac", in: bytes), last.value.count == 66,
             bytes[last.value.lowerBound] == UInt8(ascii: "\""),
             let given = Hex.decode(
                 UnsafeRawBufferPointer(rebasing: bytes[(last.value.lowerBound + 1)..<(last.value.upperBound - 1)]))

@@ -65,8 +65,8 @@ public struct FrameSigner: @unchecked Sendable {  // two plain C structs, only e
     /// Verifies the request's trailing `hmac` member against the rest of the line.
     /// - Throws: `auth_failed` when the member is missing, not last, not 64 hex digits, or wrong.
     func verify(line: UnsafeRawBufferPointer, object: JSONScanner.Object, scanner: JSONScanner) throws(BrokerError) {
-        guard let last = object.members.last, last.name == "hmac" else {
-            let message = object.member("hmac") == nil ? "missing hmac" : "hmac must be the last member"
+        guard let last = object.members.last, last.hasName("hmac", in: line) else {
+            let message = object.member("hmac", in: line) == nil ? "missing hmac" : "hmac must be the last member"
             throw BrokerError(.authFailed, message)
         }
         let value = last.value

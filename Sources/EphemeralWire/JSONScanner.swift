@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A strict, allocation-light scanner for one JSON text held in a byte buffer.
 ///
 /// It validates the whole text in one pass and records, for a top-level object, where each member's value lies,
@@ -6,12 +12,29 @@
 struct JSONScanner {
     /// One member of the top-level object.
     struct Member {
-        /// The decoded member name.
-        var name: String
+        /// Where the name's bytes lie, between its quotes, as received.
+        var nameRange: Range<Int> = 0..<0
+        /// The decoded name, only for a name written with escapes: any other name is compared as its bytes, with no
+        /// `String` made of it.
+        var escapedName: String? = nil
         /// Where the member begins: the comma before it, or just after `{` for the first member.
         var separatorStart: Int
         /// The value's bytes, from its first to one past its last byte.
         var value: Range<Int>
+
+        /// Whether the member is called `name`.
+        /// - Parameter bytes: The text the member was scanned from.
+        func hasName(_ name: StaticString, in bytes: UnsafeRawBufferPointer) -> Bool {
+            if let escapedName { return escapedName == name.description }
+            guard nameRange.count == name.utf8CodeUnitCount else { return false }
+            return nameRange.isEmpty || memcmp(bytes.baseAddress! + nameRange.lowerBound, name.utf8Start, nameRange.count) == 0
+        }
+
+        /// The member's name.
+        /// - Parameter bytes: The text the member was scanned from.
+        func name(in bytes: UnsafeRawBufferPointer) -> String {
+            escapedName ?? String(decoding: UnsafeRawBufferPointer(rebasing: bytes[nameRange]), as: UTF8.self)
+        }
     }
 
     /// The top-level object of a request line.
@@ -23,8 +46,9 @@ struct JSONScanner {
         var end: Int
 
         /// The last member with this name (JSON.parse semantics: the last duplicate wins).
-        func member(_ name: String) -> Member? {
-            members.last { $0.name == name }
+        /// - Parameter bytes: The text the object was scanned from.
+        func member(_ name: StaticString, in bytes: UnsafeRawBufferPointer) -> Member? {
+            members.last { $0.hasName(name, in: bytes) }
         }
     }
 
@@ -81,10 +105,11 @@ struct JSONScanner {
             let valueStart = index
             try skipValue(depth: depth + 1)
             if recordMembers {
+                let escaped = memchr(bytes.baseAddress! + nameRange.lowerBound, 0x5C, nameRange.count) != nil  // `\`
                 members.append(
                     Member(
-                        name: try decodeString(nameRange), separatorStart: separator,
-                        value: valueStart..<index))
+                        nameRange: nameRange, escapedName: escaped ? try decodeString(nameRange) : nil,
+                        separatorStart: separator, value: valueStart..<index))
             }
             skipWhitespace()
             switch peek() {
@@ -392,7 +417,7 @@ struct JSONScanner {
             scanner.skipWhitespace()
             let start = scanner.index
             guard (try? scanner.skipValue(depth: 1)) != nil else { return nil }
-            elements.append(scanner.compactBytes(Member(name: "", separatorStart: 0, value: start..<scanner.index)))
+            elements.append(scanner.compactBytes(Member(separatorStart: 0, value: start..<scanner.index)))
             scanner.skipWhitespace()
             guard scanner.peek() == UInt8(ascii: ",") else { return elements }
             scanner.index += 1
@@ -436,7 +461,7 @@ public enum JSONText {
             } catch {
                 return nil
             }
-            let all = JSONScanner.Member(name: "", separatorStart: 0, value: 0..<bytes.count)
+            let all = JSONScanner.Member(separatorStart: 0, value: 0..<bytes.count)
             return scanner.compactBytes(all)
         }
     }
@@ -448,7 +473,7 @@ public enum JSONText {
         guard let compact = compact(text) else { return nil }
         return compact.withUnsafeBytes { bytes in
             let scanner = JSONScanner(bytes)
-            return scanner.arrayElements(JSONScanner.Member(name: "", separatorStart: 0, value: 0..<bytes.count))
+            return scanner.arrayElements(JSONScanner.Member(separatorStart: 0, value: 0..<bytes.count))
         }
     }
 }

@@ -173,7 +173,7 @@ public struct RequestDecoder: Sendable {
             throw BrokerError(.invalidRequest, "a request must be a JSON object")
         }
         var id: [UInt8]?
-        if let member = object.member("id"), member.value.count <= 66,
+        if let member = object.member("id", in: scanner.bytes), member.value.count <= 66,
             [UInt8(ascii: "\""), UInt8(ascii: "-")].contains(scanner.firstByte(of: member))
                 || isDigit(scanner.firstByte(of: member))
         {
@@ -191,7 +191,7 @@ public struct RequestDecoder: Sendable {
         }
         var timestamp: Double?
         var nonce: String?
-        if let member = object.member("ts"), !scanner.isNull(member) {
+        if let member = object.member("ts", in: scanner.bytes), !scanner.isNull(member) {
             guard let value = scanner.number(member) else {
                 return Request(
                     action: nil, command: .failure(BrokerError(.invalidRequest, "ts must be a number")),
@@ -199,7 +199,7 @@ public struct RequestDecoder: Sendable {
             }
             timestamp = value
         }
-        if let member = object.member("nonce"), !scanner.isNull(member) {
+        if let member = object.member("nonce", in: scanner.bytes), !scanner.isNull(member) {
             guard let value = try scanner.string(member) else {
                 return Request(
                     action: nil, command: .failure(BrokerError(.invalidRequest, "nonce must be a string")),
@@ -207,7 +207,7 @@ public struct RequestDecoder: Sendable {
             }
             nonce = value
         }
-        guard let actionMember = object.member("action"), let name = try scanner.string(actionMember) else {
+        guard let actionMember = object.member("action", in: scanner.bytes), let name = try scanner.string(actionMember) else {
             return Request(
                 action: nil, command: .failure(BrokerError(.invalidRequest, "action must be a string")),
                 isSigned: isSigned, timestamp: timestamp, nonce: nonce, id: id)
@@ -232,19 +232,19 @@ public struct RequestDecoder: Sendable {
         throws(BrokerError) -> Command
     {
         func key() throws(BrokerError) -> String {
-            guard let member = object.member("key"), let key = try scanner.string(member) else {
+            guard let member = object.member("key", in: scanner.bytes), let key = try scanner.string(member) else {
                 throw BrokerError(.keyRequired, "key must be a string")
             }
             return key
         }
         func ttl() throws(BrokerError) -> Double? {
-            guard let member = object.member("ttl"), !scanner.isNull(member) else { return nil }
+            guard let member = object.member("ttl", in: scanner.bytes), !scanner.isNull(member) else { return nil }
             guard let ttl = scanner.number(member), ttl.isFinite else {
                 throw BrokerError(.invalidTTL, "ttl must be a number of milliseconds")
             }
             return ttl
         }
-        func wholeNumber(_ member: JSONScanner.Member, _ name: String, in range: ClosedRange<Double>)
+        func wholeNumber(_ member: JSONScanner.Member, _ name: StaticString, in range: ClosedRange<Double>)
             throws(BrokerError) -> Double
         {
             guard let number = scanner.number(member), number == number.rounded(), range.contains(number) else {
@@ -254,15 +254,15 @@ public struct RequestDecoder: Sendable {
             }
             return number
         }
-        func milliseconds(_ name: String) throws(BrokerError) -> Double? {
-            guard let member = object.member(name), !scanner.isNull(member) else { return nil }
+        func milliseconds(_ name: StaticString) throws(BrokerError) -> Double? {
+            guard let member = object.member(name, in: scanner.bytes), !scanner.isNull(member) else { return nil }
             guard let number = scanner.number(member), number.isFinite else {
                 throw BrokerError(.invalidWait, "\(name) must be a number of milliseconds")
             }
             return number
         }
-        func nonEmptyString(_ name: String) throws(BrokerError) -> String? {
-            guard let member = object.member(name), let value = try scanner.string(member), !value.isEmpty else {
+        func nonEmptyString(_ name: StaticString) throws(BrokerError) -> String? {
+            guard let member = object.member(name, in: scanner.bytes), let value = try scanner.string(member), !value.isEmpty else {
                 return nil
             }
             return value
@@ -277,11 +277,11 @@ public struct RequestDecoder: Sendable {
         case .del: return .del(key: try key())
         case .set:
             let key = try key()
-            guard let valueMember = object.member("value") else {
+            guard let valueMember = object.member("value", in: scanner.bytes) else {
                 throw BrokerError(.invalidRequest, "set needs a value")
             }
             var compressed = false
-            if let member = object.member("compressed"), !scanner.isNull(member) {
+            if let member = object.member("compressed", in: scanner.bytes), !scanner.isNull(member) {
                 guard let flag = scanner.bool(member) else {
                     throw BrokerError(.invalidRequest, "compressed must be a boolean")
                 }
@@ -290,22 +290,22 @@ public struct RequestDecoder: Sendable {
             var set = SetCommand(
                 key: key, value: scanner.compactBytes(valueMember), ttl: try ttl(),
                 compressed: compressed)
-            if let member = object.member("ifAbsent"), !scanner.isNull(member) {
+            if let member = object.member("ifAbsent", in: scanner.bytes), !scanner.isNull(member) {
                 guard let flag = scanner.bool(member) else {
                     throw BrokerError(.invalidRequest, "ifAbsent must be a boolean")
                 }
                 set.ifAbsent = flag
             }
-            if let member = object.member("ifVersion"), !scanner.isNull(member) {
+            if let member = object.member("ifVersion", in: scanner.bytes), !scanner.isNull(member) {
                 set.ifVersion = UInt64(try wholeNumber(member, "ifVersion", in: 0...9e15))
             }
-            if let member = object.member("maxReads"), !scanner.isNull(member) {
+            if let member = object.member("maxReads", in: scanner.bytes), !scanner.isNull(member) {
                 set.maxReads = Int(try wholeNumber(member, "maxReads", in: 1...1e9))
             }
             return .set(set)
         case .incr:
             var by: Int64 = 1
-            if let member = object.member("by"), !scanner.isNull(member) {
+            if let member = object.member("by", in: scanner.bytes), !scanner.isNull(member) {
                 by = Int64(try wholeNumber(member, "by", in: -9e15...9e15))
             }
             return .incr(key: try key(), by: by, ttl: try ttl())
@@ -316,12 +316,12 @@ public struct RequestDecoder: Sendable {
                 key: try key(), ttl: try ttl(), wait: try milliseconds("wait"),
                 refreshBefore: try milliseconds("refreshBefore"))
         case .unclaim:
-            guard let member = object.member("token") else {
+            guard let member = object.member("token", in: scanner.bytes) else {
                 throw BrokerError(.invalidRequest, "unclaim needs a token")
             }
             return .unclaim(key: try key(), token: UInt64(try wholeNumber(member, "token", in: 1...9e15)))
         case .barrier:
-            guard let member = object.member("parties") else {
+            guard let member = object.member("parties", in: scanner.bytes) else {
                 throw BrokerError(.invalidRequest, "barrier needs parties")
             }
             return .barrier(
@@ -331,12 +331,12 @@ public struct RequestDecoder: Sendable {
             guard let pool = try nonEmptyString("pool") else { throw BrokerError(.invalidPool, "pool must be a name") }
             var capacity: Int?
             var items: [[UInt8]]?
-            if let member = object.member("items") {
+            if let member = object.member("items", in: scanner.bytes) {
                 guard let elements = scanner.arrayElements(member) else {
                     throw BrokerError(.invalidPool, "items must be an array")
                 }
                 items = elements
-            } else if let member = object.member("capacity") {
+            } else if let member = object.member("capacity", in: scanner.bytes) {
                 guard let number = scanner.number(member), number == number.rounded(), number >= 1, number <= 1e6 else {
                     throw BrokerError(.invalidPool, "capacity must be a whole number from 1 to 1000000")
                 }
@@ -345,10 +345,10 @@ public struct RequestDecoder: Sendable {
                 throw BrokerError(.invalidPool, "a pool needs capacity or items")
             }
             return .definePool(pool: pool, capacity: capacity, items: items)
-        case .lease where object.member("pool") != nil:
+        case .lease where object.member("pool", in: scanner.bytes) != nil:
             guard let pool = try nonEmptyString("pool") else { throw BrokerError(.unknownPool, "pool must be a name") }
             var wait: Double?
-            if let member = object.member("wait"), !scanner.isNull(member) {
+            if let member = object.member("wait", in: scanner.bytes), !scanner.isNull(member) {
                 guard let number = scanner.number(member), number.isFinite else {
                     throw BrokerError(.invalidWait, "wait must be a number of milliseconds")
                 }
@@ -356,11 +356,11 @@ public struct RequestDecoder: Sendable {
             }
             return .leasePool(pool: pool, wait: wait, ttl: try ttl())
         case .renew,
-            .release where object.member("pool") != nil:
+            .release where object.member("pool", in: scanner.bytes) != nil:
             guard let pool = try nonEmptyString("pool") else { throw BrokerError(.unknownPool, "pool must be a name") }
-            guard let indexMember = object.member("index"), let index = scanner.number(indexMember),
+            guard let indexMember = object.member("index", in: scanner.bytes), let index = scanner.number(indexMember),
                 index == index.rounded(), index >= 0, index < 1e9,
-                let fenceMember = object.member("fence"), let fence = scanner.number(fenceMember),
+                let fenceMember = object.member("fence", in: scanner.bytes), let fence = scanner.number(fenceMember),
                 fence == fence.rounded(), fence >= 1, fence < 9e15
             else {
                 throw BrokerError(.invalidRequest, "index and fence must be the whole numbers of a grant")

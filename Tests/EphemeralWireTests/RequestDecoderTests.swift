@@ -89,5 +89,16 @@ struct RequestDecoderTests {
 
     @Test func lastDuplicateMemberWins() throws {
         #expect(try decode(#"{"action":"get","key":"a","key":"b"}"#).command.get() == .get(key: "b"))
+        #expect(try decode(#"{"action":"get","key":"a","k\u0065y":"b"}"#).command.get() == .get(key: "b"))
+    }
+
+    /// Member names are matched as their bytes unless written with escapes; escaped, they are decoded first, as
+    /// JSON.parse would.
+    @Test func escapedMemberNamesMatchAsTheirText() throws {
+        #expect(try decode(#"{"\u0061ction":"get","k\u0065y":"x"}"#).command.get() == .get(key: "x"))
+        #expect(try decode(#"{"action":"set","key":"k","valu\u0065":"\"v\"","ttl":1000}"#).command.get()
+            == .set(SetCommand(key: "k", value: Array(#""\"v\"""#.utf8), ttl: 1000)))
+        #expect(throws: BrokerError.self) { try decode(#"{"action":"get","ke":"x"}"#).command.get() }
+        #expect(throws: BrokerError.self) { try decode(#"{"action":"get","keys":"x"}"#).command.get() }
     }
 }
