@@ -43,6 +43,7 @@ public struct Store: Sendable {
             try storage.withUnsafeBytes(body)
         }
 
+        /// Whether two values have the same JSON bytes, compression flag and version.
         public static func == (lhs: Value, rhs: Value) -> Bool {
             lhs.compressed == rhs.compressed && lhs.version == rhs.version
                 && lhs.withJSON { left in rhs.withJSON { right in left.elementsEqual(right) } }

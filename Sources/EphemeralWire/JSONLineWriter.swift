@@ -2,6 +2,9 @@ import NIOCore
 
 /// Writes one compact JSON line (a request or a reply) straight into a `ByteBuffer`, with no intermediate tree.
 ///
+/// Member names are `StaticString`s, names written in the source, which need no escaping and are copied as they
+/// are; a name known only at run time (a key, a pool) goes through ``beginObject(_:)``, which escapes it.
+///
 /// ```swift
 /// var reply = JSONLineWriter.ok(into: buffer)
 /// reply.member("pong", int: now)
