@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One side-by-side run: the floor, our broker and Redis on the same machine, same generator, same moment.
-# Prints Markdown tables for BENCHMARKS.md. Takes about 5 minutes plus a release build.
-#   bash Benchmarks/run.sh > /tmp/bench.md
+# Prints Markdown tables for BENCHMARKS.md. Takes about 10 minutes (15 with RUNS=5) plus a release build.
+#   RUNS=5 bash Benchmarks/run.sh > /tmp/bench.md && python3 Benchmarks/ratios.py < /tmp/bench.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }

@@ -6,8 +6,9 @@ import NIOCore
 /// Serves one client connection: each framed request gets exactly one reply, in order.
 ///
 /// The replies to a read burst's requests go into one buffer, kept for the connection's lifetime, and are written
-/// and flushed once when the burst ends: no buffer allocated per reply, one write per burst. Reading pauses while the peer is not reading its replies, so a slow reader cannot make the
-/// broker buffer without bound. Its per-request state is `@exclusivity(unchecked)`, like ``BrokerCore``'s.
+/// and flushed once when the burst ends: no buffer allocated per reply, one write per burst. Reading pauses while
+/// the peer is not reading its replies, so a slow reader cannot make the broker buffer without bound. Its
+/// per-request state is `@exclusivity(unchecked)`, like ``BrokerCore``'s.
 final class BrokerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -25,10 +26,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     /// Replies not yet written because an earlier request's reply is still pending: replies keep request order.
     @exclusivity(unchecked) private var held = CircularBuffer<(sequence: UInt64, reply: ByteBuffer?)>()
     @exclusivity(unchecked) private var nextSequence: UInt64 = 0
-    /// The replies to the read burst now being handled, written when it ends; reused from burst to burst.
+    /// The replies to the read burst now being handled, written when it ends; reused from burst to burst. Its
+    /// readable bytes are the replies not yet written.
     @exclusivity(unchecked) private var outbound = ByteBuffer()
-    /// Whether `outbound` holds replies not yet written.
-    @exclusivity(unchecked) private var outboundPending = false
     /// Whether a read burst is being handled: a held reply delivered meanwhile (by a request of this same burst)
     /// stays in `held` until that request's turn is over, so it never overtakes a reply already in `outbound`.
     @exclusivity(unchecked) private var reading = false
@@ -141,10 +141,8 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         nextSequence += 1
         let sequence = nextSequence
         if held.isEmpty {
-            if !outboundPending { outbound.clear() }  // written and released by now, so cleared in place
-            if core.respond(to: frame, into: &outbound, connection: self, sequence: sequence) {
-                outboundPending = true
-            } else {
+            prepareOutbound()
+            if !core.respond(to: frame, into: &outbound, connection: self, sequence: sequence) {
                 held.append((sequence, nil))
             }
         } else {
@@ -155,16 +153,21 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         // Earlier replies this request made ready (it released what they waited for) follow in order.
         while let first = held.first, var ready = first.reply {
             held.removeFirst()
-            if !outboundPending { outbound.clear() }
+            prepareOutbound()
             outbound.writeBuffer(&ready)
-            outboundPending = true
         }
     }
 
+    /// Starts `outbound` over when it holds no unwritten reply: by then the channel has written and released the
+    /// last ones, so it is cleared in place.
+    private func prepareOutbound() {
+        if outbound.readableBytes == 0 { outbound.clear() }
+    }
+
     private func writeOutbound(context: ChannelHandlerContext) {
-        guard outboundPending else { return }
-        outboundPending = false
+        guard outbound.readableBytes > 0 else { return }
         context.write(wrapOutboundOut(outbound), promise: nil)
+        outbound.moveReaderIndex(to: outbound.writerIndex)  // written: only our indices move, the bytes are shared
     }
 
     /// Writes one unsigned error line that answers no particular request, then closes the connection.

@@ -67,8 +67,9 @@ public struct Store: Sendable {
         var expiresAt: Int64
 
         init(value: [UInt8], compressed: Bool, ttl: Int64, expiresAt: Int64, generation: UInt64, readsLeft: Int?) {
-            let reads = readsLeft.map { Int32(clamping: max(0, $0)) } ?? -1
-            self.storage = .make(value, compressed: compressed, ttl: ttl, generation: generation, readsLeftOrNone: reads)
+            self.storage = .make(
+                value, compressed: compressed, ttl: ttl, generation: generation,
+                readsLeftOrNone: StoredBytes.Header.readsLeftOrNone(readsLeft))
             self.expiresAt = expiresAt
         }
 
@@ -90,7 +91,7 @@ public struct Store: Sendable {
             set {
                 // Values handed out share the storage: change a copy of it unless this item is its only holder.
                 if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
-                let reads = newValue.map { Int32(clamping: max(0, $0)) } ?? -1
+                let reads = StoredBytes.Header.readsLeftOrNone(newValue)
                 storage.withUnsafeMutablePointerToHeader { $0.pointee.readsLeftOrNone = reads }
             }
         }

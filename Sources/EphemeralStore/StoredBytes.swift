@@ -13,6 +13,11 @@ final class StoredBytes: ManagedBuffer<StoredBytes.Header, UInt8> {
         /// How many more reads the item allows, -1 for no limit (an `Int?` would make the header 8 bytes larger).
         var readsLeftOrNone: Int32
         var compressed: Bool
+
+        /// `readsLeftOrNone` for a read limit: -1 for none, a limit past `Int32.max` kept as `Int32.max`.
+        static func readsLeftOrNone(_ readsLeft: Int?) -> Int32 {
+            readsLeft.map { Int32(clamping: max(0, $0)) } ?? -1
+        }
     }
 
     /// A new buffer holding `bytes`.

@@ -242,9 +242,7 @@ public struct JSONLineWriter {
     private mutating func writeJSONString(_ string: String) {
         var string = string
         let plain = string.withUTF8 { utf8 -> Bool in
-            guard !utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else {
-                return false
-            }
+            guard !needsEscaping(utf8) else { return false }
             write("\"")
             write(UnsafeRawBufferPointer(utf8))
             write("\"")
@@ -261,6 +259,11 @@ public struct JSONLineWriter {
     }
 }
 
+/// Whether UTF-8 text holds a byte a JSON string must escape: a quote, a backslash or a control character.
+private func needsEscaping(_ utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+    utf8.contains { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }
+}
+
 /// Up to 128 bytes of a line, gathered before they go into its `ByteBuffer` in one write. Every `ByteBuffer` write
 /// pays NIO's capacity check and a dynamic exclusivity check on the buffer's storage, about 150 instructions, and a
 /// reply built of names, punctuation and small values had about twenty of them: a fifth of all the instructions the
@@ -270,11 +273,13 @@ struct GatheredBytes {
                           UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
         (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     private var count = 0
+    /// Bytes still free.
+    private var room: Int { MemoryLayout.size(ofValue: storage) - count }
 
     /// Appends `bytes` if they fit.
     /// - Returns: Whether they did.
     mutating func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard bytes.count <= MemoryLayout.size(ofValue: storage) - count else { return false }
+        guard bytes.count <= room else { return false }
         guard let source = bytes.baseAddress, !bytes.isEmpty else { return true }
         let offset = count
         withUnsafeMutableBytes(of: &storage) { raw in
@@ -288,7 +293,7 @@ struct GatheredBytes {
     /// - Returns: Whether it fit.
     mutating func appendMemberName(_ name: UnsafeRawBufferPointer, comma: Bool) -> Bool {
         let needed = name.count + (comma ? 4 : 3)
-        guard needed <= MemoryLayout.size(ofValue: storage) - count else { return false }
+        guard needed <= room else { return false }
         let offset = count
         withUnsafeMutableBytes(of: &storage) { raw in
             var position = offset
@@ -355,9 +360,7 @@ extension ByteBuffer {
     public mutating func writeJSONString(_ string: String) {
         // Most strings need no escaping: check the bytes in place and write them in one piece.
         let plain = string.utf8.withContiguousStorageIfAvailable { utf8 -> Bool in
-            guard !utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else {
-                return false
-            }
+            guard !needsEscaping(utf8) else { return false }
             reserveCapacity(minimumWritableBytes: utf8.count + 2)
             writeInteger(UInt8(ascii: "\""))
             writeBytes(UnsafeRawBufferPointer(utf8))
