@@ -192,10 +192,9 @@ public struct JSONLineWriter {
         return buffer
     }
 
-    /// Abandons the line: the buffer as it was before the writer began.
+    /// Abandons the line: the buffer as it was before the writer began (what is still gathered goes with the writer).
     /// - Returns: The buffer, with everything this writer wrote removed.
     public consuming func abandon() -> ByteBuffer {
-        gathered = GatheredBytes()
         buffer.moveWriterIndex(to: start)
         return buffer
     }
