@@ -3,7 +3,8 @@ import EphemeralServer
 import EphemeralStore
 import Logging
 
-/// The broker's options, from flags first, then the original's `BROKER_*` environment variables, then defaults.
+/// The broker's options on the command line (`run` and `serve`); ``settings`` hands them to ``BrokerSettings``, which
+/// resolves them against the environment: flags first, then the original's `BROKER_*` variables, then defaults.
 struct BrokerOptions: ParsableArguments {
     @Option(
         name: .customLong("ttl"), help: "Default TTL (e.g. 30m, 1500ms; a bare number is ms). Env: BROKER_DEFAULT_TTL.")
@@ -73,6 +74,59 @@ struct BrokerOptions: ParsableArguments {
         help: ArgumentHelp(
             "A pool of exclusive items: NAME=FILE (a JSON array, e.g. test accounts) or NAME=N (N interchangeable items).",
             valueName: "name=file|count"))
+    var pools: [String] = []
+
+    /// The options as given, for ``BrokerSettings/resolve(environment:)``.
+    var settings: BrokerSettings {
+        BrokerSettings(
+            defaultTTL: defaultTTL,
+            maxItems: maxItems,
+            maxRequestSize: maxRequestSize,
+            maxValueSize: maxValueSize,
+            maxConnections: maxConnections,
+            secret: secret,
+            noRequireTTL: noRequireTTL,
+            refreshTTLOnGet: refreshTTLOnGet,
+            pipeId: pipeId,
+            socket: socket,
+            sweeperInterval: sweeperInterval,
+            idleTimeout: idleTimeout,
+            heartbeatInterval: heartbeatInterval,
+            requestTimeout: requestTimeout,
+            drainTimeout: drainTimeout,
+            logLevel: logLevel,
+            logFormat: logFormat,
+            debug: debug,
+            noAuth: noAuth,
+            requireNonce: requireNonce,
+            pools: pools)
+    }
+}
+
+/// The broker's settings as the command line gave them: unset ones fall back to the original's `BROKER_*`
+/// environment variables, then to defaults, in ``resolve(environment:)``. `run -- CMD` with no options starts from
+/// `BrokerSettings()` without ArgumentParser; every other command line fills it from ``BrokerOptions``.
+struct BrokerSettings: Sendable {
+    var defaultTTL: String?
+    var maxItems: String?
+    var maxRequestSize: String?
+    var maxValueSize: String?
+    var maxConnections: String?
+    var secret: String?
+    var noRequireTTL: Bool = false
+    var refreshTTLOnGet: Bool = false
+    var pipeId: String?
+    var socket: String?
+    var sweeperInterval: String?
+    var idleTimeout: String?
+    var heartbeatInterval: String?
+    var requestTimeout: String?
+    var drainTimeout: String?
+    var logLevel: String?
+    var logFormat: String?
+    var debug: Bool = false
+    var noAuth: Bool = false
+    var requireNonce: Bool = false
     var pools: [String] = []
 
     /// The `--pool` arguments, read and checked (a malformed file is an error naming it).

@@ -28,8 +28,12 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
     )
 
     /// Parses and runs, with exit status 2 for usage errors (as the control commands promise) instead of 64.
+    /// `run -- CMD` without options skips ArgumentParser (see ``WrappedRun/init(plainArguments:)``).
     static func main() async {
         do {
+            if let wrapped = WrappedRun(plainArguments: CommandLine.arguments.dropFirst()) {
+                terminate(try await wrapped.execute())
+            }
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()

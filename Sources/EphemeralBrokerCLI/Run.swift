@@ -46,9 +46,45 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let wrapped = WrappedRun(
+            settings: options.settings, noSummary: noSummary, before: before, after: after, command: command)
+        throw ExitCode(try await wrapped.execute())
+    }
+}
+
+/// What `run` does once its arguments are known: start a broker, run the command under it, report, shut down.
+struct WrappedRun {
+    var settings = BrokerSettings()
+    var noSummary = false
+    var before: String?
+    var after: String?
+    var command: [String]
+
+    /// `run -- CMD ARGS…` (or `start -- …`) with no options, the form nearly every wrapped run takes, read without
+    /// ArgumentParser: its reflection over the two dozen options of `run` cost every wrapped run about 3 ms.
+    /// - Returns: `nil` for any other command line, which ArgumentParser then parses.
+    init?(plainArguments arguments: some Collection<String>) {
+        var rest = arguments[...]
+        guard rest.popFirst().map({ $0 == "run" || $0 == "start" }) == true, rest.popFirst() == "--", !rest.isEmpty
+        else { return nil }
+        command = Array(rest)
+    }
+
+    init(settings: BrokerSettings, noSummary: Bool, before: String?, after: String?, command: [String]) {
+        self.settings = settings
+        self.noSummary = noSummary
+        self.before = before
+        self.after = after
+        self.command = command
+    }
+
+    /// Runs it all.
+    /// - Returns: The exit status for `run`: the command's, or that of `--before` or `--after` when they fail.
+    /// - Throws: `ExitCode` when the broker or the command cannot start; a `ValidationError` for a bad setting.
+    func execute() async throws -> Int32 {
         let environment = currentEnvironment()
-        var resolved = try options.resolve(environment: environment)
-        let definitions = try options.poolDefinitions()
+        var resolved = try settings.resolve(environment: environment)
+        let definitions = try settings.poolDefinitions()
         bootstrapLogging(level: resolved.logLevel, format: resolved.logFormat)
         let logger = Logger(label: "ephemeral-broker")
         resolved.configuration.logger = logger
@@ -56,7 +92,7 @@ struct Run: AsyncParsableCommand {
             logger.warning("--idle-timeout applies to serve only; the wrapped command decides how long run lasts")
             resolved.configuration.idleTimeout = nil
         }
-        if !options.noAuth, resolved.configuration.secret == nil {
+        if !settings.noAuth, resolved.configuration.secret == nil {
             resolved.configuration.secret = FrameSigner.randomSecret()
         }
         guard ExecutableLookup.resolve(command[0], path: environment["PATH"]) != nil else {
@@ -84,7 +120,7 @@ struct Run: AsyncParsableCommand {
                 FileHandleOutput.standardError(
                     "ephemeral-broker: --before failed with status \(status); the command was not run\n")
                 await broker.shutdown()
-                throw ExitCode(status)
+                return status
             }
         }
         var (status, group) = await ChildRunner.runReportingGroup(
@@ -107,7 +143,7 @@ struct Run: AsyncParsableCommand {
             if !summaries.isEmpty { FileHandleOutput.standardError(PoolReport.text(summaries)) }
         }
         await broker.shutdown()
-        throw ExitCode(status)
+        return status
     }
 }
 

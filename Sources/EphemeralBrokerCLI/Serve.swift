@@ -22,8 +22,9 @@ struct Serve: AsyncParsableCommand {
     var printEnv = false
 
     func run() async throws {
-        var resolved = try options.resolve(environment: currentEnvironment())
-        let definitions = try options.poolDefinitions()
+        let settings = options.settings
+        var resolved = try settings.resolve(environment: currentEnvironment())
+        let definitions = try settings.poolDefinitions()
         bootstrapLogging(level: resolved.logLevel, format: resolved.logFormat)
         resolved.configuration.logger = Logger(label: "ephemeral-broker")
         let broker = Broker(configuration: resolved.configuration)

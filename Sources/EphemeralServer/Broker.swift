@@ -149,14 +149,15 @@ public final class Broker: Sendable {
             ?? configuration.drainTimeout
         let deadline = NIODeadline.now() + .milliseconds(limit)
         let loop = running.core.eventLoop
-        _ = try? await loop.submit {
-            running.core.value.draining = true
-            running.core.value.failWaitsForDrain()
-        }.get()
-        while NIODeadline.now() < deadline {
-            let busy = (try? await loop.submit { running.core.value.inFlight > 0 }.get()) ?? false
-            guard busy else { break }
+        var busy =
+            (try? await loop.submit {
+                running.core.value.draining = true
+                running.core.value.failWaitsForDrain()
+                return running.core.value.inFlight > 0
+            }.get()) ?? false
+        while busy, NIODeadline.now() < deadline {
             try? await Task.sleep(for: .milliseconds(5))
+            busy = (try? await loop.submit { running.core.value.inFlight > 0 }.get()) ?? false
         }
     }
 

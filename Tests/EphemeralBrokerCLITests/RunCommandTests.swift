@@ -142,6 +142,27 @@ struct RunCommandTests {
         #expect(result.child.output.contains(#""maxItems":77"#))
     }
 
+    /// `run -- CMD` is read without ArgumentParser (it starts faster); with an option before `--` ArgumentParser reads
+    /// it. Both must give the command the same broker: settings from the environment, a fresh secret, the status.
+    @Test(arguments: [["run", "--"], ["start", "--"], ["run", "--no-summary", "--"], ["run", "--before", "true", "--"]])
+    func thePlainAndTheParsedFormsGiveTheSameBroker(form: [String]) async throws {
+        let script = #""$0" health | grep -c '"maxItems" : 77'; printf '%s\n' "${#EPHEMERAL_SECRET}"; exit 3"#
+        let result = try await run(
+            form + ["sh", "-c", script, brokerBinary], environment: ["BROKER_MAX_ITEMS": "77", "BROKER_SECRET": nil])
+        #expect(result.status == 3, "\(result.child.errorOutput)")
+        #expect(result.child.output == "1\n64\n")
+        #expect(leftovers(result.tmp).isEmpty)
+    }
+
+    @Test func aPlainFormWithoutACommandOrWithAnOptionAfterTheSeparatorIsNotAnOption() async throws {
+        let empty = try await run(["run", "--"])
+        #expect(empty.status == 2)
+        #expect(empty.child.errorOutput.contains("missing command"))
+        let notAnOption = try await run(["run", "--", "--no-auth"])
+        #expect(notAnOption.status == 127)
+        #expect(notAnOption.child.errorOutput.contains("command not found: --no-auth"))
+    }
+
     @Test func jsonLogsAreOneObjectPerLine() async throws {
         let result = try await run(["run", "--log-format", "json", "--debug", "--", "true"])
         let lines = result.child.errorOutput.split(separator: "\n")
