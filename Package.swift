@@ -149,6 +149,7 @@ if benchmarks {
         .executable(name: "eb-loadgen", targets: ["LoadGenerator"]),
         .executable(name: "eb-floor", targets: ["FloorServer"]),
         .executable(name: "eb-clientbench", targets: ["ClientBench"]),
+        .executable(name: "eb-storefill", targets: ["StoreFill"]),
     ]
     package.targets += [
         .executableTarget(
@@ -161,6 +162,8 @@ if benchmarks {
             path: "Benchmarks/FloorServer"),
         .executableTarget(
             name: "ClientBench", dependencies: ["EphemeralBrokerClient"], path: "Benchmarks/ClientBench"),
+        .executableTarget(
+            name: "StoreFill", dependencies: ["EphemeralStore", "EphemeralWire"], path: "Benchmarks/StoreFill"),
     ]
 }
 

@@ -115,22 +115,26 @@ memory() {
     echo "$base $(rss $pid)"
     kill $pid
 }
-# fill N [redis]: median over 3 fresh servers (a broker with maxItems N, or Redis) of the first and the last tenth's
-# rate, 32 sets per write
+# start TARGET SOCKET [maxItems]: a fresh broker, Redis or floor on SOCKET; prints its pid and its loadgen flags
+start() {
+    case $1 in
+        redis) redis-server --port 0 --unixsocket "$2" --unixsocketperm 700 --save "" --appendonly no \
+            --logfile /dev/null >/dev/null & ;;
+        floor) "$bin/eb-floor" "$2" >/dev/null & ;;
+        *) "$bin/ephemeral-broker" serve --socket "$2" --max-items "${3:-100000}" --log-level error >/dev/null & ;;
+    esac
+    echo "$! $([ "$1" = redis ] && echo --protocol resp)"
+}
+# fill TARGET: one long fill of 100,000 new keys into a fresh server, 32 sets per write; the median over 3 servers
+# of the first and the last tenth's rate
 fill() {
     for run in 1 2 3; do
-        local socket="$dir/fill$1-$run${2:-}.sock" flags=()
-        if [ "${2:-}" = redis ]; then
-            redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 --save "" --appendonly no \
-                --logfile /dev/null &
-            flags=(--protocol resp)
-        else
-            "$bin/ephemeral-broker" serve --socket "$socket" --max-items "$1" --log-level error >/dev/null &
-        fi
-        local pid=$!; pids+=($pid)
+        local socket="$dir/fill-$1-$run.sock" pid flags
+        read -r pid flags <<<"$(start "$1" "$socket")"; pids+=($pid)
         await_socket "$socket"
-        "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill "$1" --window 32 "${flags[@]}"
-        kill $pid
+        # shellcheck disable=SC2086  # flags split on purpose
+        "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill 100000 --window 32 $flags
+        kill "$pid"
     done | python3 -c '
 import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin]
@@ -138,14 +142,42 @@ first = statistics.median(r["firstTenthPerSec"] for r in runs)
 last = statistics.median(r["lastTenthPerSec"] for r in runs)
 print(int(first), "/s vs", int(last), "/s (%+.1f %%)" % ((last / first - 1) * 100))'
 }
+# fillside TARGET: the first tenth of 100,000 keys into an empty server and the last tenth into one holding the
+# other nine tenths, side by side (eb-loadgen fill-compare); the median over 5 pairs of servers
+fillside() {
+    for run in 1 2 3 4 5; do
+        local empty="$dir/side-$1-$run-e.sock" full="$dir/side-$1-$run-f.sock" pid1 pid2 flags
+        read -r pid1 flags <<<"$(start "$1" "$empty")"; pids+=($pid1)
+        read -r pid2 flags <<<"$(start "$1" "$full")"; pids+=($pid2)
+        await_socket "$empty"; await_socket "$full"
+        # shellcheck disable=SC2086  # flags split on purpose
+        "$bin/eb-loadgen" --socket "$empty" --full-socket "$full" --workload fill-compare --prefill 100000 $flags
+        kill "$pid1" "$pid2"
+    done | python3 -c '
+import json, statistics, sys
+runs = [json.loads(line) for line in sys.stdin]
+empty = statistics.median(r["emptyPerSec"] for r in runs)
+ratio = statistics.median(r["fullPerSec"] / r["emptyPerSec"] for r in runs)
+full = statistics.median(r["fullPerSec"] for r in runs)
+print(int(empty), "/s vs", int(full), "/s (%+.1f %%)" % ((ratio - 1) * 100))'
+}
 read -r base10 after10 <<<"$(memory 10000)"
 read -r base100 after100 <<<"$(memory 100000)"
 echo "| RSS empty (maxItems 10,000 / 100,000) | $base10 B / $base100 B |"
 echo "| RSS after 10,000 × 100-byte values, set one at a time | $after10 B ($(( (after10 - base10) / 10000 )) B/item) |"
 echo "| RSS after 100,000 × 100-byte values, set one at a time | $after100 B ($(( (after100 - base100) / 100000 )) B/item) |"
-echo "| fill rate, first vs last tenth of 10,000 (maxItems 10,000, 32 sets per write, median of 3) | $(fill 10000) |"
-echo "| fill rate, first vs last tenth of 100,000 (maxItems 100,000, 32 sets per write, median of 3) | $(fill 100000) |"
-echo "| Redis's fill rate, the same way, first vs last tenth of 100,000 | $(fill 100000 redis) |"
+echo "| side by side, broker: first tenth of 100,000 into an empty broker vs last tenth into one holding 90,000 (median of 5) | $(fillside broker) |"
+echo "| side by side, Redis, the same way | $(fillside redis) |"
+echo "| side by side, the floor (stores nothing), the same way | $(fillside floor) |"
+store=$(for _ in 1 2 3; do "$bin/eb-storefill" 100000; done | python3 -c '
+import json, statistics, sys
+runs = [json.loads(line) for line in sys.stdin]
+empty, full = (statistics.median(r[k] for r in runs) for k in ("emptyPerSec", "fullPerSec"))
+print(int(empty), "/s vs", int(full), "/s (%+.1f %%)" % ((full / empty - 1) * 100))')
+echo "| the store alone, no sockets (eb-storefill), the same way (median of 3) | $store |"
+echo "| one long fill, broker: first vs last tenth of 100,000 keys into one broker, 32 sets per write (median of 3) | $(fill broker) |"
+echo "| one long fill, Redis, the same way | $(fill redis) |"
+echo "| one long fill, the floor (stores nothing), the same way | $(fill floor) |"
 
 median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
 plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)

@@ -7,6 +7,7 @@
 // `lease-pipelined` writes both in one write and then reads both replies (one round trip), which the protocol
 // allows because `release` names the worker, not the leased value.
 // Prints one JSON line: ops, ops/s, p50/p99/p99.9 latency in microseconds.
+// `fill` and `fill-compare` measure how fast new keys go in (below, where they are run).
 import EphemeralWire
 import Foundation
 
@@ -26,6 +27,8 @@ struct Options {
     var window = 32
     /// Operations per connection; the run ends after `seconds` or this many, whichever comes first.
     var count = Int.max
+    /// `fill-compare`'s second server, the one filled before the timed sets.
+    var fullSocket = ""
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -42,6 +45,7 @@ struct Options {
             case "--prefill": prefill = Int(value) ?? 1000
             case "--window": window = max(1, Int(value) ?? 32)
             case "--count": count = max(1, Int(value) ?? Int.max)
+            case "--full-socket": fullSocket = value
             default: fatalError("unknown flag \(flag)")
             }
         }
@@ -176,20 +180,31 @@ struct Workload {
 let options = Options(CommandLine.arguments)
 let workload = Workload(options: options)
 
-/// Sets keys 0 ..< `count` over one new connection, `window` requests per write (one at a time with 1), reading
-/// every reply of a write before the next; `stored(n, reply)` sees key `n`'s reply.
-func setKeys(_ count: Int, window: Int = 1, stored: (Int, [UInt8]) -> Void = { _, _ in }) {
+/// The `set` requests of every fill, made once.
+let setter: Workload = {
     var setOptions = options
     setOptions.workload = "set"
-    let setter = Workload(options: setOptions)
-    let connection = Connection(path: options.socket)
-    var next = 0
-    while next < count {
-        let batch = next..<min(count, next + window)
+    return Workload(options: setOptions)
+}()
+
+/// Sets keys `keys` over `connection` (a new one to `--socket` by default), `window` requests per write (one at a
+/// time with 1), reading every reply of a write before the next; `stored(n, reply)` sees key `n`'s reply.
+func setKeys(
+    _ keys: Range<Int>, window: Int = 1, over connection: Connection = Connection(path: options.socket),
+    stored: (Int, [UInt8]) -> Void = { _, _ in }
+) {
+    var next = keys.lowerBound
+    while next < keys.upperBound {
+        let batch = next..<min(keys.upperBound, next + window)
         connection.send(batch.flatMap { setter.requests(connection: 0, key: $0, step: 0).joined() })
         for n in batch { stored(n, options.resp ? connection.readRESP() : connection.readLine()) }
         next = batch.upperBound
     }
+}
+
+/// Whether a `set` reply says stored; a fill stops at the first that does not.
+func isStored(_ reply: [UInt8]) -> Bool {
+    options.resp ? reply.starts(with: Array("+OK".utf8)) : reply.starts(with: Array(#"{"ok":true"#.utf8))
 }
 
 // `--workload fill --prefill N [--window 32]`: set N new keys over one connection, 32 per write by default so the
@@ -197,9 +212,8 @@ func setKeys(_ count: Int, window: Int = 1, stored: (Int, [UInt8]) -> Void = { _
 if options.workload == "fill" {
     let tenth = max(1, options.prefill / 10)
     var marks: [UInt64] = [nanoseconds()]
-    setKeys(options.prefill, window: options.window) { n, reply in
-        let ok = options.resp ? reply.starts(with: Array("+OK".utf8)) : reply.starts(with: Array(#"{"ok":true"#.utf8))
-        precondition(ok, String(decoding: reply, as: UTF8.self))
+    setKeys(0..<options.prefill, window: options.window) { n, reply in
+        precondition(isStored(reply), String(decoding: reply, as: UTF8.self))
         if (n + 1) % tenth == 0 { marks.append(nanoseconds()) }
     }
     let rates = zip(marks, marks.dropFirst()).map { Int(Double(tenth) / (Double($1 - $0) / 1e9)) }
@@ -208,8 +222,37 @@ if options.workload == "fill" {
     )
     exit(0)
 }
+// `--workload fill-compare --socket EMPTY --full-socket FULL --prefill N [--window 32]`: fills FULL with the first
+// nine tenths of N keys (untimed), then sets the last tenth into FULL and the first tenth into EMPTY over new
+// connections, a write of `window` sets to each in turn, and times each server's writes apart. Both rates come from
+// the same moments, so however this shared machine's speed drifts, it drifts for both alike.
+if options.workload == "fill-compare" {
+    let tenth = max(1, options.prefill / 10)
+    setKeys(0..<(options.prefill - tenth), window: options.window, over: Connection(path: options.fullSocket)) {
+        _, reply in precondition(isStored(reply), String(decoding: reply, as: UTF8.self))
+    }
+    // A second for the server that just took the preload to go idle like the other. Timed right after such a
+    // burst, a server answers slower for a while on this machine whatever it holds: in trials here the floor, which
+    // stores nothing, ran at 0.4 of an idle floor, and a broker at 0.5-0.7 of an idle broker.
+    sleep(1)
+    let full = Connection(path: options.fullSocket), empty = Connection(path: options.socket)
+    var spent: [UInt64] = [0, 0]  // empty, full
+    for offset in stride(from: 0, to: tenth, by: options.window) {
+        let batch = offset..<min(tenth, offset + options.window)
+        for (index, (connection, first)) in [(empty, 0), (full, options.prefill - tenth)].enumerated() {
+            let start = nanoseconds()
+            setKeys((first + batch.lowerBound)..<(first + batch.upperBound), window: options.window, over: connection) {
+                _, reply in precondition(isStored(reply), String(decoding: reply, as: UTF8.self))
+            }
+            spent[index] += nanoseconds() - start
+        }
+    }
+    let rates = spent.map { Int(Double(tenth) / (Double($0) / 1e9)) }
+    print(#"{"items":\#(options.prefill),"emptyPerSec":\#(rates[0]),"fullPerSec":\#(rates[1])}"#)
+    exit(0)
+}
 let keys = max(1, options.prefill)
-if options.workload == "get" || options.workload == "mixed" { setKeys(keys) }
+if options.workload == "get" || options.workload == "mixed" { setKeys(0..<keys) }
 
 final class Results: @unchecked Sendable {
     let lock = NSLock()
