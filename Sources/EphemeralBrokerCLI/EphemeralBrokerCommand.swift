@@ -28,6 +28,7 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
     )
 
     /// Parses and runs, with exit status 2 for usage errors (as the control commands promise) instead of 64.
+    /// An `ExitCode` a command throws is its status as it is, 64 included (a wrapped command's, say).
     /// `run -- CMD` without options skips ArgumentParser (see ``WrappedRun/init(plainArguments:)``).
     static func main() async {
         do {
@@ -40,6 +41,8 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
             } else {
                 try command.run()
             }
+        } catch let status as ExitCode {
+            terminate(status.rawValue)
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {
