@@ -13,7 +13,11 @@ runs=${RUNS:-3}
 dir=$(mktemp -d /tmp/ebbench-XXXXXX)
 tick=$(getconf CLK_TCK)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$dir"; }
+# Servers started inside $(…) cannot add to pids; they write their pids to $dir/pids instead.
+cleanup() {
+    for pid in "${pids[@]}" $(cat "$dir/pids" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$dir"
+}
 trap cleanup EXIT
 
 await_socket() { for _ in $(seq 500); do [ -S "$1" ] && return 0; sleep 0.01; done; echo "no socket $1" >&2; exit 1; }
@@ -108,33 +112,37 @@ rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 # memory N: a fresh broker with maxItems N, filled one set at a time → "empty-rss full-rss"
 memory() {
     "$bin/ephemeral-broker" serve --socket "$dir/mem$1.sock" --max-items "$1" --log-level error >/dev/null &
-    local pid=$!; pids+=($pid)
+    local pid=$!; echo $pid >>"$dir/pids"
     await_socket "$dir/mem$1.sock"
     local base; base=$(rss $pid)
     "$bin/eb-loadgen" --socket "$dir/mem$1.sock" --workload fill --prefill "$1" --window 1 >/dev/null
     echo "$base $(rss $pid)"
     kill $pid
 }
-# start TARGET SOCKET [maxItems]: a fresh broker, Redis or floor on SOCKET; prints its pid and its loadgen flags
+# start TARGET SOCKET: a fresh broker (maxItems 100,000), Redis or floor on SOCKET, waited for; prints its pid and
+# its loadgen flags. stop PID: kills it and waits until it is gone, so the next server starts on a quiet machine.
 start() {
     case $1 in
         redis) redis-server --port 0 --unixsocket "$2" --unixsocketperm 700 --save "" --appendonly no \
             --logfile /dev/null >/dev/null & ;;
         floor) "$bin/eb-floor" "$2" >/dev/null & ;;
-        *) "$bin/ephemeral-broker" serve --socket "$2" --max-items "${3:-100000}" --log-level error >/dev/null & ;;
+        *) "$bin/ephemeral-broker" serve --socket "$2" --max-items 100000 --log-level error >/dev/null & ;;
     esac
-    echo "$! $([ "$1" = redis ] && echo --protocol resp)"
+    local pid=$!
+    echo $pid >>"$dir/pids"
+    await_socket "$2"
+    echo "$pid $([ "$1" = redis ] && echo --protocol resp)"
 }
+stop() { kill "$1"; for _ in $(seq 500); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.01; done; }
 # fill TARGET: one long fill of 100,000 new keys into a fresh server, 32 sets per write; the median over 3 servers
 # of the first and the last tenth's rate
 fill() {
     for run in 1 2 3; do
         local socket="$dir/fill-$1-$run.sock" pid flags
-        read -r pid flags <<<"$(start "$1" "$socket")"; pids+=($pid)
-        await_socket "$socket"
+        read -r pid flags <<<"$(start "$1" "$socket")"
         # shellcheck disable=SC2086  # flags split on purpose
         "$bin/eb-loadgen" --socket "$socket" --workload fill --prefill 100000 --window 32 $flags
-        kill "$pid"
+        stop "$pid"
     done | python3 -c '
 import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin]
@@ -143,16 +151,16 @@ last = statistics.median(r["lastTenthPerSec"] for r in runs)
 print(int(first), "/s vs", int(last), "/s (%+.1f %%)" % ((last / first - 1) * 100))'
 }
 # fillside TARGET: the first tenth of 100,000 keys into an empty server and the last tenth into one holding the
-# other nine tenths, side by side (eb-loadgen fill-compare); the median over 5 pairs of servers
+# other nine tenths, side by side (eb-loadgen fill-compare): the median rates over 5 pairs of servers, and the
+# median of the 5 pairs' changes
 fillside() {
     for run in 1 2 3 4 5; do
         local empty="$dir/side-$1-$run-e.sock" full="$dir/side-$1-$run-f.sock" pid1 pid2 flags
-        read -r pid1 flags <<<"$(start "$1" "$empty")"; pids+=($pid1)
-        read -r pid2 flags <<<"$(start "$1" "$full")"; pids+=($pid2)
-        await_socket "$empty"; await_socket "$full"
+        read -r pid1 flags <<<"$(start "$1" "$empty")"
+        read -r pid2 flags <<<"$(start "$1" "$full")"
         # shellcheck disable=SC2086  # flags split on purpose
         "$bin/eb-loadgen" --socket "$empty" --full-socket "$full" --workload fill-compare --prefill 100000 $flags
-        kill "$pid1" "$pid2"
+        stop "$pid1"; stop "$pid2"
     done | python3 -c '
 import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin]
@@ -166,18 +174,23 @@ read -r base100 after100 <<<"$(memory 100000)"
 echo "| RSS empty (maxItems 10,000 / 100,000) | $base10 B / $base100 B |"
 echo "| RSS after 10,000 × 100-byte values, set one at a time | $after10 B ($(( (after10 - base10) / 10000 )) B/item) |"
 echo "| RSS after 100,000 × 100-byte values, set one at a time | $after100 B ($(( (after100 - base100) / 100000 )) B/item) |"
-echo "| side by side, broker: first tenth of 100,000 into an empty broker vs last tenth into one holding 90,000 (median of 5) | $(fillside broker) |"
-echo "| side by side, Redis, the same way | $(fillside redis) |"
-echo "| side by side, the floor (stores nothing), the same way | $(fillside floor) |"
+# Each figure into a variable first: under set -e a failed generator then stops the script instead of leaving
+# an empty cell.
+side_broker=$(fillside broker); side_redis=$(fillside redis); side_floor=$(fillside floor)
 store=$(for _ in 1 2 3; do "$bin/eb-storefill" 100000; done | python3 -c '
 import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin]
 empty, full = (statistics.median(r[k] for r in runs) for k in ("emptyPerSec", "fullPerSec"))
-print(int(empty), "/s vs", int(full), "/s (%+.1f %%)" % ((full / empty - 1) * 100))')
+change = statistics.median(r["fullPerSec"] / r["emptyPerSec"] for r in runs) - 1
+print(int(empty), "/s vs", int(full), "/s (%+.1f %%)" % (change * 100))')
+long_broker=$(fill broker); long_redis=$(fill redis); long_floor=$(fill floor)
+echo "| side by side, broker: first tenth of 100,000 into an empty broker vs last tenth into one holding 90,000 (median of 5 pairs) | $side_broker |"
+echo "| side by side, Redis, the same way | $side_redis |"
+echo "| side by side, the floor (stores nothing), the same way | $side_floor |"
 echo "| the store alone, no sockets (eb-storefill), the same way (median of 3) | $store |"
-echo "| one long fill, broker: first vs last tenth of 100,000 keys into one broker, 32 sets per write (median of 3) | $(fill broker) |"
-echo "| one long fill, Redis, the same way | $(fill redis) |"
-echo "| one long fill, the floor (stores nothing), the same way | $(fill floor) |"
+echo "| one long fill, broker: first vs last tenth of 100,000 keys into one broker, 32 sets per write (median of 3) | $long_broker |"
+echo "| one long fill, Redis, the same way | $long_redis |"
+echo "| one long fill, the floor (stores nothing), the same way | $long_floor |"
 
 median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
 plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
@@ -203,7 +216,7 @@ instructions() {
             ;;
     esac
     valgrind --tool=callgrind --callgrind-out-file="$out" "${args[@]}" >/dev/null 2>&1 &
-    local pid=$!
+    local pid=$!; echo $pid >>"$dir/pids"
     for _ in $(seq 600); do [ -S "$socket" ] && break; sleep 0.1; done
     "$bin/eb-loadgen" --socket "$socket" --workload "$2" --seconds 120 --count 500 "${flags[@]}" >/dev/null
     callgrind_control -z $pid >/dev/null

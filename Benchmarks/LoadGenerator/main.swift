@@ -82,6 +82,8 @@ final class Connection {
         precondition(result == 0, "cannot connect to \(path)")
     }
 
+    deinit { close(fd) }
+
     func send(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
@@ -236,15 +238,21 @@ if options.workload == "fill-compare" {
     // stores nothing, ran at 0.4 of an idle floor, and a broker at 0.5-0.7 of an idle broker.
     sleep(1)
     let full = Connection(path: options.fullSocket), empty = Connection(path: options.socket)
+    let targets = [(connection: empty, first: 0), (connection: full, first: options.prefill - tenth)]
     var spent: [UInt64] = [0, 0]  // empty, full
-    for offset in stride(from: 0, to: tenth, by: options.window) {
+    for (round, offset) in stride(from: 0, to: tenth, by: options.window).enumerated() {
         let batch = offset..<min(tenth, offset + options.window)
-        for (index, (connection, first)) in [(empty, 0), (full, options.prefill - tenth)].enumerated() {
+        // The requests are made before the clock starts, and the two servers take turns going first.
+        let writes = targets.map { target in
+            batch.flatMap { setter.requests(connection: 0, key: target.first + $0, step: 0).joined() }
+        }
+        for index in round % 2 == 0 ? [0, 1] : [1, 0] {
+            let connection = targets[index].connection
             let start = nanoseconds()
-            setKeys((first + batch.lowerBound)..<(first + batch.upperBound), window: options.window, over: connection) {
-                _, reply in precondition(isStored(reply), String(decoding: reply, as: UTF8.self))
-            }
+            connection.send(writes[index])
+            let replies = batch.map { _ in options.resp ? connection.readRESP() : connection.readLine() }
             spent[index] += nanoseconds() - start
+            for reply in replies { precondition(isStored(reply), String(decoding: reply, as: UTF8.self)) }
         }
     }
     let rates = spent.map { Int(Double(tenth) / (Double($0) / 1e9)) }

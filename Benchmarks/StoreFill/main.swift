@@ -1,5 +1,5 @@
 // The store alone, without sockets: new keys into an empty store and into one already holding nine tenths of N,
-// a batch of 32 into each in turn, each store's batches timed apart.
+// a batch of 32 into each in turn (the two taking turns going first), each store's batches timed apart.
 //   eb-storefill [N]   → {"items":N,"emptyPerSec":…,"fullPerSec":…}
 import EphemeralStore
 import EphemeralWire
@@ -15,7 +15,7 @@ func nanoseconds() -> UInt64 {
 }
 
 let items = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 100_000 : 100_000
-let tenth = items / 10
+let tenth = max(1, items / 10)
 var configuration = StoreConfiguration()
 configuration.maxItems = items
 var stores = [Store(configuration: configuration), Store(configuration: configuration)]
@@ -25,8 +25,8 @@ let value = Array(("\"" + String(repeating: "x", count: 98) + "\"").utf8)
 }
 for key in 0..<(items - tenth) { set(1, key) }
 var spent: [UInt64] = [0, 0]
-for offset in stride(from: 0, to: tenth, by: 32) {
-    for (index, first) in [(0, 0), (1, items - tenth)] {
+for (round, offset) in stride(from: 0, to: tenth, by: 32).enumerated() {
+    for (index, first) in round % 2 == 0 ? [(0, 0), (1, items - tenth)] : [(1, items - tenth), (0, 0)] {
         let start = nanoseconds()
         for key in offset..<min(tenth, offset + 32) { set(index, first + key) }
         spent[index] += nanoseconds() - start
