@@ -337,6 +337,14 @@ struct JSONScanner {
     /// The first byte of a member's value, telling its JSON type.
     func firstByte(of member: Member) -> UInt8 { bytes[member.value.lowerBound] }
 
+    /// The bytes between a string member's quotes when they hold no escape, and so are the string's UTF-8 as it is.
+    /// - Returns: `nil` for a string written with escapes, or a value that is not a string.
+    func plainStringBytes(_ member: Member) -> UnsafeRawBufferPointer? {
+        guard firstByte(of: member) == UInt8(ascii: "\"") else { return nil }
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[(member.value.lowerBound + 1)..<(member.value.upperBound - 1)])
+        return slice.contains(UInt8(ascii: "\\")) ? nil : slice
+    }
+
     /// The member's value as a string, `nil` when it is not a string.
     func string(_ member: Member) throws(BrokerError) -> String? {
         guard firstByte(of: member) == UInt8(ascii: "\"") else { return nil }

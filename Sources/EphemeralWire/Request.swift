@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// The actions a broker understands, named as in the request's `action` member.
 public enum Action: String, Sendable, CaseIterable {
     /// Liveness check: `{"ok":true,"pong":<epoch ms>}`.
@@ -34,6 +40,21 @@ public enum Action: String, Sendable, CaseIterable {
     case unclaim
     /// Wait until N parties arrive (extension).
     case barrier
+
+    /// Every action with its name's UTF-8, for matching a request's `action` as bytes.
+    private static let utf8Names = allCases.map { (action: $0, name: Array($0.rawValue.utf8)) }
+
+    /// The action named by `bytes`, the UTF-8 of a name, matched without making a `String` of it.
+    /// - Returns: `nil` when no action has that name.
+    init?(utf8 bytes: UnsafeRawBufferPointer) {
+        for (action, name) in Self.utf8Names where name.count == bytes.count {
+            if name.withUnsafeBytes({ memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) }) == 0 {
+                self = action
+                return
+            }
+        }
+        return nil
+    }
 }
 
 /// A validated command: an action with the members it needs, each of the right type.
@@ -207,12 +228,21 @@ public struct RequestDecoder: Sendable {
             }
             nonce = value
         }
-        guard let actionMember = object.member("action", in: scanner.bytes), let name = try scanner.string(actionMember) else {
+        guard let actionMember = object.member("action", in: scanner.bytes),
+            scanner.firstByte(of: actionMember) == UInt8(ascii: "\"")
+        else {
             return Request(
                 action: nil, command: .failure(BrokerError(.invalidRequest, "action must be a string")),
                 isSigned: isSigned, timestamp: timestamp, nonce: nonce, id: id)
         }
-        guard let action = Action(rawValue: name) else {
+        // The name is matched as its bytes, unless it was written with escapes.
+        let named: Action?
+        if let plain = scanner.plainStringBytes(actionMember) {
+            named = Action(utf8: plain)
+        } else {
+            named = try scanner.string(actionMember).flatMap(Action.init(rawValue:))
+        }
+        guard let action = named else {
             return Request(
                 action: nil, command: .failure(BrokerError(.unknownAction)), isSigned: isSigned,
                 timestamp: timestamp, nonce: nonce, id: id)

@@ -101,4 +101,17 @@ struct RequestDecoderTests {
         #expect(throws: BrokerError.self) { try decode(#"{"action":"get","ke":"x"}"#).command.get() }
         #expect(throws: BrokerError.self) { try decode(#"{"action":"get","keys":"x"}"#).command.get() }
     }
+
+    /// Action names are matched as bytes, except names written with escapes, which are decoded first.
+    @Test func actionNamesMatchAsTheirTextWhateverTheSpelling() throws {
+        for action in Action.allCases {
+            #expect(try decode(#"{"action":"\#(action.rawValue)"}"#).action == action)
+        }
+        #expect(try decode(#"{"action":"g\u0065t","key":"x"}"#).command.get() == .get(key: "x"))
+        #expect(try decode(#"{"action":"define\u005fpool"}"#).action == .definePool)
+        for near in ["ge", "gett", "GET", "", "get ", "define-pool", "g\\\\et"] {
+            #expect(code(#"{"action":"\#(near)"}"#) == "unknown_action", "\(near)")
+        }
+        #expect(code(#"{"action":7}"#) == "invalid_request")
+    }
 }
