@@ -192,9 +192,14 @@ echo "| one long fill, broker: first vs last tenth of 100,000 keys into one brok
 echo "| one long fill, Redis, the same way | $long_redis |"
 echo "| one long fill, the floor (stores nothing), the same way | $long_floor |"
 
+# Wrap overhead: `true` and `run -- true` take turns, 20 times each, so a slow spell of the host falls on both.
 median_ms() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] / 1e6}'; }
-plain=$(for _ in $(seq 20); do s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
-wrapped=$(for _ in $(seq 20); do s=$(date +%s%N); "$bin/ephemeral-broker" run -- true; e=$(date +%s%N); echo $((e - s)); done | median_ms)
+for _ in $(seq 20); do
+    s=$(date +%s%N); /bin/true; e=$(date +%s%N); echo $((e - s)) >>"$dir/plain.ns"
+    s=$(date +%s%N); "$bin/ephemeral-broker" run -- true; e=$(date +%s%N); echo $((e - s)) >>"$dir/wrapped.ns"
+done
+plain=$(median_ms <"$dir/plain.ns")
+wrapped=$(median_ms <"$dir/wrapped.ns")
 echo "| \`/bin/true\`, median of 20 | $plain ms |"
 echo "| \`ephemeral-broker run -- true\`, median of 20 | $wrapped ms |"
 
