@@ -20,7 +20,8 @@ public final class ChildProcess: @unchecked Sendable {
     private var status: Int32?
 
     /// Launches `executable` with `arguments`; `environment` entries are added to (or, with `nil`, removed from)
-    /// the test's own environment.
+    /// the test's own environment. `TMPDIR`, unless `environment` names it, is a directory of the child's own, so
+    /// what a killed broker leaves there goes with the test's directories.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String?] = [:],
         directory: String? = nil
@@ -29,6 +30,7 @@ public final class ChildProcess: @unchecked Sendable {
         outputPath = scratch + "/stdout"
         errorPath = scratch + "/stderr"
         var env = ProcessInfo.processInfo.environment
+        env["TMPDIR"] = scratch
         for (key, value) in environment { env[key] = value }
         env["SWIFT_BACKTRACE"] = "enable=no"
         // The shell redirects, changes directory, then becomes the command (exec): the pid, signals and exit

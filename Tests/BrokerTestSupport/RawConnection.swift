@@ -1,4 +1,5 @@
 import EphemeralWire
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -160,11 +161,30 @@ public func permissions(of path: String) -> Int {
     return Int(info.st_mode & 0o777)
 }
 
-/// A fresh private directory for one test.
+/// A fresh private directory for one test, removed with all it holds when the test process exits (a broker a test
+/// killed leaves its socket behind).
 public func makeTemporaryDirectory() -> String {
     var template = Array("/tmp/ebt-XXXXXX".utf8CString)
     _ = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    TemporaryDirectories.shared.add(path)
+    return path
+}
+
+/// The directories the tests of this process made, removed at exit.
+private final class TemporaryDirectories: Sendable {
+    static let shared = TemporaryDirectories()
+    private let paths = Locked<[String]>([])
+
+    private init() {
+        atexit { TemporaryDirectories.shared.removeAll() }
+    }
+
+    func add(_ path: String) { paths.withLock { $0.append(path) } }
+
+    private func removeAll() {
+        for path in paths.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: path) }
+    }
 }
 
 /// Leaves a socket file with nobody listening, as a broker that was SIGKILLed does.
