@@ -102,6 +102,35 @@ struct RequestDecoderTests {
         #expect(throws: BrokerError.self) { try decode(#"{"action":"get","keys":"x"}"#).command.get() }
     }
 
+    /// Strings are scanned eight bytes at a time: whatever needs a closer look (an escape, a control character, a
+    /// multi-byte character, an invalid byte, the closing quote) is found at every position around a word's edges.
+    @Test func stringsAreScannedRightWhereverTheirSpecialBytesFall() throws {
+        for before in 0..<20 {
+            for after in [0, 1, 7, 8, 9] {
+                let head = String(repeating: "a", count: before), tail = String(repeating: "b", count: after)
+                func key(_ middle: String) -> Command? {
+                    try? decode(#"{"action":"get","key":"\#(head)\#(middle)\#(tail)"}"#).command.get()
+                }
+                #expect(key(#"\n"#) == .get(key: head + "\n" + tail))
+                #expect(key(#"\""#) == .get(key: head + "\"" + tail))
+                #expect(key("é€😀") == .get(key: head + "é€😀" + tail))
+                #expect(key("~ }") == .get(key: head + "~ }" + tail))
+                #expect(code(#"{"action":"get","key":"\#(head)\#u{01}\#(tail)"}"#) == "invalid_json")
+                #expect(code(#"{"action":"get","key":"\#(head)\#u{1F}\#(tail)"}"#) == "invalid_json")
+                #expect(code(#"{"action":"get","key":"\#(head)\#u{7F}\#(tail)"}"#) == nil)  // DEL is allowed
+                var bytes = Array(#"{"action":"get","key":"\#(head)X\#(tail)"}"#.utf8)
+                bytes[bytes.firstIndex(of: UInt8(ascii: "X"))!] = 0xFF
+                let invalid = bytes.withUnsafeBytes { raw -> BrokerError? in
+                    do throws(BrokerError) {
+                        _ = try RequestDecoder(signer: nil).decode(raw)
+                        return nil
+                    } catch { return error }
+                }
+                #expect(invalid?.code.wireName == "invalid_json", "\(before) \(after)")
+            }
+        }
+    }
+
     /// Action names are matched as bytes, except names written with escapes, which are decoded first.
     @Test func actionNamesMatchAsTheirTextWhateverTheSpelling() throws {
         for action in Action.allCases {
