@@ -105,11 +105,11 @@ struct JSONScanner {
             let valueStart = index
             try skipValue(depth: depth + 1)
             if recordMembers {
-                let escaped = memchr(bytes.baseAddress! + nameRange.lowerBound, 0x5C, nameRange.count) != nil  // `\`
+                let escapedName = plainBytes(nameRange) == nil ? try decodeString(nameRange) : nil
                 members.append(
                     Member(
-                        nameRange: nameRange, escapedName: escaped ? try decodeString(nameRange) : nil,
-                        separatorStart: separator, value: valueStart..<index))
+                        nameRange: nameRange, escapedName: escapedName, separatorStart: separator,
+                        value: valueStart..<index))
             }
             skipWhitespace()
             switch peek() {
@@ -298,10 +298,7 @@ struct JSONScanner {
 
     /// Decodes the contents of a scanned string (between its quotes) into a Swift string.
     func decodeString(_ range: Range<Int>) throws(BrokerError) -> String {
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[range])
-        if !slice.contains(UInt8(ascii: "\\")) {
-            return String(decoding: slice, as: UTF8.self)
-        }
+        if let plain = plainBytes(range) { return String(decoding: plain, as: UTF8.self) }
         var scalars = String.UnicodeScalarView()
         var position = range.lowerBound
         var pendingHigh: UInt32?
@@ -354,18 +351,29 @@ struct JSONScanner {
     /// The first byte of a member's value, telling its JSON type.
     func firstByte(of member: Member) -> UInt8 { bytes[member.value.lowerBound] }
 
-    /// The bytes between a string member's quotes when they hold no escape, and so are the string's UTF-8 as it is.
+    /// The contents of a scanned string (between its quotes) when they hold no escape, and so are the string's UTF-8
+    /// as it is; `nil` for contents written with escapes.
+    private func plainBytes(_ range: Range<Int>) -> UnsafeRawBufferPointer? {
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[range])
+        return slice.contains(UInt8(ascii: "\\")) ? nil : slice
+    }
+
+    /// Where a string member's contents lie, between its quotes; `nil` when the value is not a string.
+    private func stringContents(of member: Member) -> Range<Int>? {
+        guard firstByte(of: member) == UInt8(ascii: "\"") else { return nil }
+        return (member.value.lowerBound + 1)..<(member.value.upperBound - 1)
+    }
+
+    /// The bytes of a string member's contents when they hold no escape, and so are the string's UTF-8 as it is.
     /// - Returns: `nil` for a string written with escapes, or a value that is not a string.
     func plainStringBytes(_ member: Member) -> UnsafeRawBufferPointer? {
-        guard firstByte(of: member) == UInt8(ascii: "\"") else { return nil }
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[(member.value.lowerBound + 1)..<(member.value.upperBound - 1)])
-        return slice.contains(UInt8(ascii: "\\")) ? nil : slice
+        stringContents(of: member).flatMap(plainBytes)
     }
 
     /// The member's value as a string, `nil` when it is not a string.
     func string(_ member: Member) throws(BrokerError) -> String? {
-        guard firstByte(of: member) == UInt8(ascii: "\"") else { return nil }
-        return try decodeString((member.value.lowerBound + 1)..<(member.value.upperBound - 1))
+        guard let contents = stringContents(of: member) else { return nil }
+        return try decodeString(contents)
     }
 
     /// The member's value as a number, `nil` when it is not a number.
