@@ -60,24 +60,6 @@ struct WrappedRun {
     var after: String?
     var command: [String]
 
-    /// `run -- CMD ARGS…` (or `start -- …`) with no options, the form nearly every wrapped run takes, read without
-    /// ArgumentParser: its reflection over the two dozen options of `run` cost every wrapped run about 3 ms.
-    /// - Returns: `nil` for any other command line, which ArgumentParser then parses.
-    init?(plainArguments arguments: some Collection<String>) {
-        var rest = arguments[...]
-        guard rest.popFirst().map({ $0 == "run" || $0 == "start" }) == true, rest.popFirst() == "--", !rest.isEmpty
-        else { return nil }
-        command = Array(rest)
-    }
-
-    init(settings: BrokerSettings, noSummary: Bool, before: String?, after: String?, command: [String]) {
-        self.settings = settings
-        self.noSummary = noSummary
-        self.before = before
-        self.after = after
-        self.command = command
-    }
-
     /// Runs it all.
     /// - Returns: The exit status for `run`: the command's, or that of `--before` or `--after` when they fail.
     /// - Throws: `ExitCode` when the broker or the command cannot start; a `ValidationError` for a bad setting.
@@ -144,6 +126,18 @@ struct WrappedRun {
         }
         await broker.shutdown()
         return status
+    }
+}
+
+extension WrappedRun {
+    /// `run -- CMD ARGS…` (or `start -- …`) with no options, the form nearly every wrapped run takes, read without
+    /// ArgumentParser: its reflection over the two dozen options of `run` cost every wrapped run about 3 ms.
+    /// - Returns: `nil` for any other command line, which ArgumentParser then parses.
+    init?(plainArguments arguments: some Collection<String>) {
+        var rest = arguments[...]
+        guard rest.popFirst().map({ $0 == "run" || $0 == "start" }) == true, rest.popFirst() == "--", !rest.isEmpty
+        else { return nil }
+        self.init(command: Array(rest))
     }
 }
 
