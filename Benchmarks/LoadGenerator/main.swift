@@ -182,6 +182,11 @@ struct Workload {
 let options = Options(CommandLine.arguments)
 let workload = Workload(options: options)
 
+extension Connection {
+    /// One reply, in the protocol of this run (`--protocol`).
+    func readReply() -> [UInt8] { options.resp ? readRESP() : readLine() }
+}
+
 /// The `set` requests of every fill, made once.
 let setter: Workload = {
     var setOptions = options
@@ -199,7 +204,7 @@ func setKeys(
     while next < keys.upperBound {
         let batch = next..<min(keys.upperBound, next + window)
         connection.send(batch.flatMap { setter.requests(connection: 0, key: $0, step: 0).joined() })
-        for n in batch { stored(n, options.resp ? connection.readRESP() : connection.readLine()) }
+        for n in batch { stored(n, connection.readReply()) }
         next = batch.upperBound
     }
 }
@@ -250,7 +255,7 @@ if options.workload == "fill-compare" {
             let connection = targets[index].connection
             let start = nanoseconds()
             connection.send(writes[index])
-            let replies = batch.map { _ in options.resp ? connection.readRESP() : connection.readLine() }
+            let replies = batch.map { _ in connection.readReply() }
             spent[index] += nanoseconds() - start
             for reply in replies { precondition(isStored(reply), String(decoding: reply, as: UTF8.self)) }
         }
@@ -285,7 +290,7 @@ for id in 0..<options.connections {
             if pipelined { connection.send(requests.flatMap { $0 }) }
             for request in requests {
                 if !pipelined { connection.send(request) }
-                let reply = options.resp ? connection.readRESP() : connection.readLine()
+                let reply = connection.readReply()
                 if !options.resp, !reply.starts(with: Array(#"{"ok":true"#.utf8)) { failures += 1 }
             }
             local.append(nanoseconds() - begin)
