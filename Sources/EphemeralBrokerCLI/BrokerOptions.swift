@@ -129,9 +129,15 @@ struct BrokerSettings: Sendable {
     var requireNonce: Bool = false
     var pools: [String] = []
 
-    /// The `--pool` arguments, read and checked (a malformed file is an error naming it).
+    /// The `--pool` arguments, read and checked (a malformed file is an error naming it, a name given twice is
+    /// an error naming the pool).
     func poolDefinitions() throws -> [PoolDefinition] {
-        try pools.map(PoolDefinition.init(argument:))
+        let definitions = try pools.map(PoolDefinition.init(argument:))
+        var seen: Swift.Set<[UInt8]> = []
+        for definition in definitions where !seen.insert(Array(definition.name.utf8)).inserted {
+            throw ValidationError("--pool \(definition.name) is given twice: give each pool once")
+        }
+        return definitions
     }
 
     /// The options resolved against the environment.
@@ -147,20 +153,26 @@ struct BrokerSettings: Sendable {
             if let text = environment[variable], !text.isEmpty { return (text, variable) }
             return nil
         }
-        func duration(_ flagValue: String?, _ variable: String, flagName: String, positive: Bool = false) throws
+        func duration(_ flagValue: String?, _ variable: String, flagName: String, range: OptionRange.Durations) throws
             -> Int64?
         {
             guard let (text, from) = setting(flagValue, variable, flagName) else { return nil }
             guard let milliseconds = DurationParser.milliseconds(text) else {
                 throw ValidationError("invalid duration '\(text)' for \(from): use e.g. 1500ms, 30s, 5m, 1h")
             }
-            guard !positive || milliseconds > 0 else { throw ValidationError("\(from) must be positive") }
+            guard range.milliseconds.contains(milliseconds) else {
+                throw ValidationError("\(from) must be between \(range.text); '\(text)' is out of range")
+            }
             return milliseconds
         }
-        func integer(_ flagValue: String?, _ variable: String, flagName: String, minimum: Int) throws -> Int? {
+        func integer(_ flagValue: String?, _ variable: String, flagName: String, range: ClosedRange<Int>) throws
+            -> Int?
+        {
             guard let (text, from) = setting(flagValue, variable, flagName) else { return nil }
-            guard let number = Int(text), number >= minimum else {
-                throw ValidationError("invalid value '\(text)' for \(from): expected a whole number ≥ \(minimum)")
+            guard let number = Int(text), range.contains(number) else {
+                throw ValidationError(
+                    "invalid value '\(text)' for \(from): expected a whole number from \(range.lowerBound) to "
+                        + "\(range.upperBound)")
             }
             return number
         }
@@ -175,47 +187,49 @@ struct BrokerSettings: Sendable {
         }
 
         var store = StoreConfiguration()
-        if let ttl = try duration(defaultTTL, "BROKER_DEFAULT_TTL", flagName: "--ttl") {
-            guard ttl > 0 else { throw ValidationError("the default TTL must be positive") }
+        if let ttl = try duration(defaultTTL, "BROKER_DEFAULT_TTL", flagName: "--ttl", range: .ttl) {
             store.defaultTTL = ttl
         }
-        if let maxItems = try integer(maxItems, "BROKER_MAX_ITEMS", flagName: "--max-items", minimum: 0) {
+        if let maxItems = try integer(maxItems, "BROKER_MAX_ITEMS", flagName: "--max-items", range: OptionRange.items)
+        {
             store.maxItems = maxItems
         }
-        if let size = try integer(maxValueSize, "BROKER_MAX_VALUE_SIZE", flagName: "--max-value-size", minimum: 1) {
+        if let size = try integer(
+            maxValueSize, "BROKER_MAX_VALUE_SIZE", flagName: "--max-value-size", range: OptionRange.bytes)
+        {
             store.maxValueSize = size
         }
         store.requireTTL = noRequireTTL ? false : try boolean(false, "BROKER_REQUIRE_TTL", default: true)
         store.refreshTTLOnGet = try boolean(refreshTTLOnGet, "BROKER_REFRESH_TTL_ON_GET")
 
         var configuration = BrokerConfiguration(store: store)
-        if let size = try integer(maxRequestSize, "BROKER_MAX_REQUEST_SIZE", flagName: "--max-request-size", minimum: 1)
+        if let size = try integer(
+            maxRequestSize, "BROKER_MAX_REQUEST_SIZE", flagName: "--max-request-size", range: OptionRange.bytes)
         {
             configuration.maxRequestSize = size
         }
         if let connections = try integer(
-            maxConnections, "BROKER_MAX_CONNECTIONS", flagName: "--max-connections",
-            minimum: 1)
+            maxConnections, "BROKER_MAX_CONNECTIONS", flagName: "--max-connections", range: OptionRange.connections)
         {
             configuration.maxConnections = connections
         }
         if let sweep = try duration(
-            sweeperInterval, "BROKER_SWEEPER_INTERVAL", flagName: "--sweeper-interval", positive: true)
+            sweeperInterval, "BROKER_SWEEPER_INTERVAL", flagName: "--sweeper-interval", range: .interval)
         {
             configuration.sweeperInterval = sweep
         }
         configuration.idleTimeout =
-            try duration(idleTimeout, "BROKER_IDLE_TIMEOUT", flagName: "--idle-timeout", positive: true)
+            try duration(idleTimeout, "BROKER_IDLE_TIMEOUT", flagName: "--idle-timeout", range: .ttl)
             ?? configuration.idleTimeout
         configuration.heartbeatInterval =
-            try duration(heartbeatInterval, "BROKER_HEARTBEAT_INTERVAL", flagName: "--heartbeat-interval", positive: true)
+            try duration(heartbeatInterval, "BROKER_HEARTBEAT_INTERVAL", flagName: "--heartbeat-interval", range: .interval)
             ?? configuration.heartbeatInterval
         if let limit = try duration(
-            requestTimeout, "BROKER_REQUEST_TIMEOUT", flagName: "--request-timeout", positive: true)
+            requestTimeout, "BROKER_REQUEST_TIMEOUT", flagName: "--request-timeout", range: .interval)
         {
             configuration.requestTimeout = limit
         }
-        if let drain = try duration(drainTimeout, "BROKER_DRAIN_TIMEOUT", flagName: "--drain-timeout") {
+        if let drain = try duration(drainTimeout, "BROKER_DRAIN_TIMEOUT", flagName: "--drain-timeout", range: .drain) {
             configuration.drainTimeout = drain
         }
         if let path = setting(socket, "BROKER_SOCKET", "--socket")?.text {
@@ -223,6 +237,9 @@ struct BrokerSettings: Sendable {
         } else if let id = setting(pipeId, "BROKER_PIPE_ID", "--pipe-id")?.text {
             guard !id.contains("/") else { throw ValidationError("--pipe-id must not contain '/'") }
             configuration.socket = .privateDirectory(pipeId: id)
+        }
+        if let secret, secret.isEmpty {
+            throw ValidationError("--secret must not be empty: give a secret, or leave it out for a random one")
         }
         if !noAuth, let secret = setting(secret, "BROKER_SECRET", "--secret")?.text {
             configuration.secret = secret
@@ -251,4 +268,30 @@ struct BrokerSettings: Sendable {
         }
         return Resolved(configuration: configuration, logLevel: level, logFormat: format)
     }
+}
+
+/// The documented range of each numeric option (README, "Options"): a value outside it is refused at start with
+/// exit 2, so no arithmetic on an option can overflow.
+enum OptionRange {
+    /// Byte limits (`--max-request-size`, `--max-value-size`): 1 B to 1 GiB.
+    static let bytes: ClosedRange<Int> = 1...(1 << 30)
+    /// `--max-items`: 0 (no limit) to 100 million.
+    static let items: ClosedRange<Int> = 0...100_000_000
+    /// `--max-connections`: 1 to 65,536.
+    static let connections: ClosedRange<Int> = 1...65_536
+
+    /// A duration option's range, in milliseconds, and how the error names it.
+    struct Durations {
+        var milliseconds: ClosedRange<Int64>
+        var text: String
+    }
+}
+
+extension OptionRange.Durations {
+    /// `--ttl` and `--idle-timeout`: 1 ms to 100 years (the longest TTL a store accepts).
+    static let ttl = Self(milliseconds: 1...StoreConfiguration.maxTTL, text: "1ms and 100 years")
+    /// `--sweeper-interval`, `--heartbeat-interval`, `--request-timeout`: 1 ms to 1 day.
+    static let interval = Self(milliseconds: 1...86_400_000, text: "1ms and 24h")
+    /// `--drain-timeout` and `--grace`: 0 to 1 hour.
+    static let drain = Self(milliseconds: 0...3_600_000, text: "0ms and 1h")
 }

@@ -51,18 +51,21 @@ enum ChildRunner {
         var platform = PlatformOptions()
         if ownProcessGroup { platform.processGroupID = 0 }
         do {
-            let result = try await Subprocess.run(
-                .path(FilePath(executable)),
-                arguments: Arguments(Array(command.dropFirst())),
-                environment: .inherit.updating(environment),
-                platformOptions: platform,
-                input: .currentStandardInput,
-                output: .currentStandardOutput,
-                error: .currentStandardError
-            ) { execution in
-                let pid = execution.processIdentifier.value
-                childGroup.withLock { $0 = pid }
-                if let number = pendingSignal.withLock({ $0 }) { kill(-pid, number) }
+            let result = try await ExecutableLookup.withShellFallback(executable, Array(command.dropFirst())) {
+                executable, arguments in
+                try await Subprocess.run(
+                    .path(FilePath(executable)),
+                    arguments: Arguments(arguments),
+                    environment: .inherit.updating(environment),
+                    platformOptions: platform,
+                    input: .currentStandardInput,
+                    output: .currentStandardOutput,
+                    error: .currentStandardError
+                ) { execution in
+                    let pid = execution.processIdentifier.value
+                    childGroup.withLock { $0 = pid }
+                    if let number = pendingSignal.withLock({ $0 }) { kill(-pid, number) }
+                }
             }
             let group = childGroup.withLock { $0 }
             switch result.terminationStatus {
@@ -97,6 +100,19 @@ enum ExecutableLookup {
             if isExecutableFile(candidate) { return candidate }
         }
         return nil
+    }
+
+    /// Runs `spawn` with the executable and its arguments; when the kernel refuses the file as no executable format
+    /// (`ENOEXEC`: a script without a `#!` line), runs it again as `/bin/sh FILE ARGS…`, as `execvp` does.
+    static func withShellFallback<R>(
+        _ executable: String, _ arguments: [String],
+        _ spawn: (_ executable: String, _ arguments: [String]) async throws -> R
+    ) async throws -> R {
+        do {
+            return try await spawn(executable, arguments)
+        } catch let error as SubprocessError where error.underlyingError?.rawValue == ENOEXEC {
+            return try await spawn("/bin/sh", [executable] + arguments)
+        }
     }
 
     private static func isExecutableFile(_ path: String) -> Bool {

@@ -50,14 +50,39 @@ func durationOption(_ text: String?, _ flag: String = "--ttl") throws -> Duratio
     return .milliseconds(milliseconds)
 }
 
-/// Prints JSON text as a person reads it: strings bare, everything else as JSON.
+/// Prints JSON text as a person reads it: strings bare, everything else as JSON; control characters escaped
+/// (``terminalSafe(_:keepingLines:)``), so a stored value cannot send escape sequences to a terminal.
 func readable(_ json: [UInt8]) -> String {
     if json.first == UInt8(ascii: "\""),
         let string = try? JSONDecoder().decode(String.self, from: Data(json))
     {
-        return string
+        return terminalSafe(string, keepingLines: true)
     }
-    return String(decoding: json, as: UTF8.self)
+    return terminalSafe(String(decoding: json, as: UTF8.self), keepingLines: true)
+}
+
+/// Text with every control character (C0, DEL and C1, which terminals read as the start of escape sequences)
+/// written as a JSON-style `\u00XX` escape.
+/// - Parameters:
+///   - text: What to print.
+///   - keepingLines: Whether newlines and tabs stay as they are (a value's lines); a key's never do.
+func terminalSafe(_ text: String, keepingLines: Bool) -> String {
+    func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    }
+    guard text.unicodeScalars.contains(where: isControl) else { return text }
+    var escaped = ""
+    for scalar in text.unicodeScalars {
+        if keepingLines, scalar == "\n" || scalar == "\t" {
+            escaped.unicodeScalars.append(scalar)
+        } else if isControl(scalar) {
+            let hex = String(scalar.value, radix: 16)
+            escaped += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        } else {
+            escaped.unicodeScalars.append(scalar)
+        }
+    }
+    return escaped
 }
 
 struct Get: AsyncParsableCommand {
@@ -132,7 +157,8 @@ struct List: AsyncParsableCommand {
             } else {
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 for item in items {
-                    FileHandleOutput.standardOutput("\(item.key)\texpires in \(max(0, item.expiresAt - now)) ms\n")
+                    FileHandleOutput.standardOutput(
+                        "\(terminalSafe(item.key, keepingLines: false))\texpires in \(max(0, item.expiresAt - now)) ms\n")
                 }
             }
         }

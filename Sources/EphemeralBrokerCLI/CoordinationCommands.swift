@@ -20,7 +20,7 @@ struct Incr: AsyncParsableCommand {
         abstract: "Add to an integer counter atomically; print the new value.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The counter's key.") var key: String
-    @Option(help: "How much to add (may be negative).") var by: Int64 = 1
+    @Option(parsing: .unconditional, help: "How much to add (may be negative: --by -5).") var by: Int64 = 1
     @Option(help: "The counter's TTL when it is created (default: the broker's).") var ttl: String?
 
     func run() async throws {
@@ -104,9 +104,12 @@ enum CommandOutput {
             FileHandleOutput.standardError("ephemeral-broker: command not found: \(command[0])\n")
             throw Failed(status: 127)
         }
-        let result = try await Subprocess.run(
-            .path(FilePath(executable)), arguments: Arguments(Array(command.dropFirst())),
-            input: .currentStandardInput, output: .string(limit: 16 << 20), error: .currentStandardError)
+        let result = try await ExecutableLookup.withShellFallback(executable, Array(command.dropFirst())) {
+            executable, arguments in
+            try await Subprocess.run(
+                .path(FilePath(executable)), arguments: Arguments(arguments),
+                input: .currentStandardInput, output: .string(limit: 16 << 20), error: .currentStandardError)
+        }
         switch result.terminationStatus {
         case .exited(0):
             var text = result.standardOutput

@@ -31,6 +31,7 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
     /// An `ExitCode` a command throws is its status as it is, 64 included (a wrapped command's, say).
     /// `run -- CMD` without options skips ArgumentParser (see ``WrappedRun/init(plainArguments:)``).
     static func main() async {
+        reserveStandardDescriptors()
         do {
             if let wrapped = WrappedRun(plainArguments: CommandLine.arguments.dropFirst()) {
                 terminate(try await wrapped.execute())
@@ -51,6 +52,15 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
             }
             exit(withError: error)
         }
+    }
+}
+
+/// Opens `/dev/null` on each of the standard descriptors 0, 1 and 2 that the caller closed (`run … <&-`), before
+/// anything else opens a descriptor: otherwise the event loop's or a socket's descriptor would take the number, and
+/// a command given "its standard input" would read the broker's own descriptor.
+func reserveStandardDescriptors() {
+    for descriptor: Int32 in 0...2 where fcntl(descriptor, F_GETFD) == -1 && errno == EBADF {
+        _ = open("/dev/null", descriptor == 0 ? O_RDONLY : O_WRONLY)  // the lowest free number: this one
     }
 }
 

@@ -161,7 +161,9 @@ struct PoolDefinition {
         name = String(argument[..<equals])
         let source = String(argument[argument.index(after: equals)...])
         if let count = Int(source) {
-            guard count >= 1 else { throw ValidationError("pool \(name): the count must be at least 1") }
+            guard (1...Store.maxPoolCapacity).contains(count) else {
+                throw ValidationError("pool \(name): the count must be from 1 to \(Store.maxPoolCapacity), not \(count)")
+            }
             capacity = count
             return
         }
@@ -172,6 +174,9 @@ struct PoolDefinition {
             throw ValidationError("pool \(name): \(source) is not a JSON array of items")
         }
         guard !elements.isEmpty else { throw ValidationError("pool \(name): \(source) has no items") }
+        guard elements.count <= Store.maxPoolCapacity else {
+            throw ValidationError("pool \(name): \(source) has more than \(Store.maxPoolCapacity) items")
+        }
         items = elements
     }
 }

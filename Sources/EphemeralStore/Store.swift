@@ -426,6 +426,9 @@ public struct Store: Sendable {
         return try pools.lease(name, owner: owner, wait: waitMilliseconds, ttl: ttl, now: now)
     }
 
+    /// The most items one pool may have: 1,000,000.
+    public static let maxPoolCapacity = PoolTable.maxCapacity
+
     /// The longest a caller may wait for an item or a key: one day.
     public static let maxWait: Int64 = 24 * 3_600_000
 
