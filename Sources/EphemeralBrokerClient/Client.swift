@@ -191,7 +191,8 @@ public final class Client: Sendable {
     }
 
     private func connect() -> EventLoopFuture<any Channel> {
-        ClientBootstrap(group: group)
+        let connectablePath = self.connectablePath
+        return ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -199,7 +200,27 @@ public final class Client: Sendable {
                     try channel.pipeline.syncOperations.addHandler(ReplyMatcher())
                 }
             }
-            .connect(unixDomainSocketPath: configuration.socketPath)
+            .connect(unixDomainSocketPath: connectablePath.path)
+            .always { _ in connectablePath.release() }
+    }
+
+    /// The socket path as NIO can connect to it: NIO takes at most 103 bytes (Darwin's limit), Linux up to 107. A
+    /// longer path is reached through its directory's descriptor, `/proc/self/fd/N/NAME`, held open for the connect.
+    private var connectablePath: (path: String, release: @Sendable () -> Void) {
+        let path = configuration.socketPath
+        #if os(Linux)
+            if path.utf8.count > 103, let slash = path.lastIndex(of: "/") {
+                let directory = slash == path.startIndex ? "/" : String(path[..<slash])
+                let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if descriptor >= 0 {
+                    return (
+                        "/proc/self/fd/\(descriptor)/\(path[path.index(after: slash)...])",
+                        { _ = Glibc.close(descriptor) }
+                    )
+                }
+            }
+        #endif
+        return (path, {})
     }
 
     /// Waits the next delay of the retry schedule.

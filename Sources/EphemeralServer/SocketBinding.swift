@@ -34,6 +34,9 @@ struct SocketBinding: Sendable {
     /// The lock held for a fixed path.
     let lockPath: String?
     let lockDescriptor: Int32?
+    /// The staging directory held open while binding through `/proc/self/fd/N/` (Linux), so that how long the
+    /// staging directory's own path is never counts against the socket path's limit.
+    var stagingDescriptor: Int32? = nil
     /// Why `TMPDIR` could not be used, when the socket went to `/tmp` instead.
     var fallbackReason: String? = nil
 
@@ -57,6 +60,10 @@ struct SocketBinding: Sendable {
         candidates.append("/tmp")
         var problems = [String]()
         for base in candidates {
+            if let problem = ownershipProblem(base) {
+                problems.append(problem)
+                continue
+            }
             let trimmed = base.hasSuffix("/") ? String(base.dropLast()) : base
             let directoryTemplate = "\(trimmed)/eb-XXXXXX"
             let socketPath = "\(trimmed)/eb-000000/broker-\(id).sock"
@@ -91,9 +98,25 @@ struct SocketBinding: Sendable {
             throw SocketSetupError(
                 "socket directory \(parent) is writable by other users; use a directory only you can write")
         }
+        guard parentStat.st_uid == getuid() else {
+            throw SocketSetupError(
+                "socket directory \(parent) belongs to uid \(parentStat.st_uid), not to you (uid \(getuid())): its "
+                    + "owner could replace the socket; use a directory of your own")
+        }
         let lockPath = path + ".lock"
-        let lock = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
-        guard lock >= 0 else { throw SocketSetupError("cannot open lock file \(lockPath): \(errnoText())") }
+        // Never through a symlink, and only a regular file of ours: another user's file, or a link planted to make
+        // the broker create or lock a file elsewhere, is refused.
+        let lock = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard lock >= 0 else {
+            let reason = errno == ELOOP ? "it is a symbolic link" : errnoText()
+            throw SocketSetupError("cannot open lock file \(lockPath): \(reason); remove it and start again")
+        }
+        var lockStat = stat()
+        guard fstat(lock, &lockStat) == 0, (lockStat.st_mode & S_IFMT) == S_IFREG, lockStat.st_uid == getuid() else {
+            close(lock)
+            throw SocketSetupError(
+                "lock file \(lockPath) is not a regular file of yours (uid \(getuid())); remove it and start again")
+        }
         guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
             close(lock)
             throw SocketSetupError("Broker already running on \(path)", alreadyRunning: true)
@@ -110,15 +133,30 @@ struct SocketBinding: Sendable {
             guard let staging = makePrivateDirectory("\(parent)/.eb-XXXXXX") else {
                 throw SocketSetupError("cannot create a private directory in \(parent): \(errnoText())")
             }
-            let bindPath = "\(staging)/s"
+            var bindPath = "\(staging)/s"
+            var stagingDescriptor: Int32? = nil
+            #if os(Linux)
+                // Bound through the directory's descriptor, the staging path is as short as it can be, so every path
+                // the user may name (up to the kernel's limit) can be bound.
+                let descriptor = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if descriptor >= 0 {
+                    bindPath = "/proc/self/fd/\(descriptor)/s"
+                    stagingDescriptor = descriptor
+                }
+            #endif
             guard bindPath.utf8.count <= maxPathBytes else {
                 rmdir(staging)
-                throw SocketSetupError("socket path exceeds \(maxPathBytes) bytes: \(bindPath)")
+                throw SocketSetupError(
+                    "socket path \(path) is too long to stage its socket beside it; use a path of at most "
+                        + "\(maxPathBytes - (bindPath.utf8.count - path.utf8.count)) bytes")
             }
-            return SocketBinding(
+            var binding = SocketBinding(
                 path: path, bindPath: bindPath, directory: staging, lockPath: lockPath,
                 lockDescriptor: lock)
+            binding.stagingDescriptor = stagingDescriptor
+            return binding
         } catch {
+            unlink(lockPath)  // ours while we hold it: a failed start leaves no lock file behind
             close(lock)
             throw error
         }
@@ -137,7 +175,8 @@ struct SocketBinding: Sendable {
     /// Removes the socket, its private directory and the lock: nothing is left behind.
     func remove() {
         unlink(path)
-        if bindPath != path { unlink(bindPath) }
+        if bindPath != path, let directory { unlink(directory + "/s") }
+        if let stagingDescriptor { close(stagingDescriptor) }
         if let directory { rmdir(directory) }
         if let lockPath, let lockDescriptor {
             unlink(lockPath)
@@ -164,6 +203,18 @@ struct SocketBinding: Sendable {
             }
         }
         return result == 0
+    }
+
+    /// Why a directory must not hold the broker's private directory: another user owns it (and could rename or
+    /// replace what is made in it), unless it is root's and sticky, as `/tmp` is. `nil` when it may.
+    private static func ownershipProblem(_ directory: String) -> String? {
+        var info = stat()
+        guard stat(directory, &info) == 0 else { return "\(directory): \(errnoText())" }
+        let sticky = info.st_mode & S_ISVTX != 0
+        guard info.st_uid == getuid() || (info.st_uid == 0 && sticky) else {
+            return "\(directory) belongs to uid \(info.st_uid), not to you (uid \(getuid()))"
+        }
+        return nil
     }
 
     private static func makePrivateDirectory(_ template: String) -> String? {
