@@ -28,6 +28,9 @@ public struct ExpiryQueue<ID: Hashable>: Sendable where ID: Sendable {
         siftUp(heap.count - 1)
     }
 
+    /// The earliest deadline, live or stale; `nil` when empty.
+    public var nextDeadline: Int64? { heap.first?.deadline }
+
     /// Removes and returns the earliest entry if it is due at `now`.
     public mutating func popDue(at now: Int64) -> Entry? {
         guard let first = heap.first, first.deadline <= now else { return nil }

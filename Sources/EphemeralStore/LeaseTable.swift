@@ -3,7 +3,7 @@ import EphemeralWire
 /// The original broker's leases: per key, each worker holds the lowest integer no other live lease holds.
 struct LeaseTable: Sendable {
     struct Holder: Sendable {
-        var key: String
+        var key: StoreKey
         var value: Int
         var expiresAt: Int64
         var generation: UInt64
@@ -28,13 +28,15 @@ struct LeaseTable: Sendable {
         }
     }
 
-    private var holders: [String: Holder] = [:]
-    private var pools: [String: Pool] = [:]
-    private var expiries = ExpiryQueue<String>()
+    private var holders: [StoreKey: Holder] = [:]
+    private var pools: [StoreKey: Pool] = [:]
+    private var expiries = ExpiryQueue<StoreKey>()
     private var nextGeneration: UInt64 = 0
     private(set) var expiredTotal = 0
 
     mutating func lease(key: String, workerId: String, ttl: Int64, now: Int64) throws(BrokerError) -> Int {
+        let key = StoreKey(key)
+        let workerId = StoreKey(workerId)
         expire(now: now)
         if var holder = holders[workerId] {
             guard holder.key == key else {
@@ -55,7 +57,7 @@ struct LeaseTable: Sendable {
 
     mutating func release(workerId: String, now: Int64) -> Bool {
         expire(now: now)
-        guard let holder = holders.removeValue(forKey: workerId) else { return false }
+        guard let holder = holders.removeValue(forKey: StoreKey(workerId)) else { return false }
         free(holder)
         return true
     }
@@ -87,7 +89,7 @@ struct LeaseTable: Sendable {
         return nextGeneration
     }
 
-    private mutating func schedule(_ workerId: String, _ holder: Holder) {
+    private mutating func schedule(_ workerId: StoreKey, _ holder: Holder) {
         expiries.push(workerId, deadline: holder.expiresAt, generation: holder.generation)
         let holders = self.holders
         expiries.compactIfNeeded(liveCount: holders.count) { holders[$0.id]?.generation == $0.generation }

@@ -60,6 +60,10 @@ public struct PoolSummary: Sendable, Equatable {
 }
 
 /// Pools of exclusive items: capacity or named items, FIFO waiting, connection-bound holders, fences, TTL backstop.
+///
+/// Every operation on one waiter is O(1) (amortised): a waiter that ends is only forgotten in its pool's
+/// ``Pool/queued`` set, and its entry in the queue is skipped when it reaches the head (or dropped when ended
+/// entries outnumber live ones), so many waits ending at once cost linear time.
 struct PoolTable: Sendable {
     struct Holder: Sendable {
         var owner: OwnerID
@@ -80,8 +84,11 @@ struct PoolTable: Sendable {
         var capacity: Int
         var free = MinHeap()
         var holders: [Int: Holder] = [:]
+        /// Waiters in arrival order, from `waitersHead` on; entries of ended waits stay until they are skipped.
         var waiters: [Waiter] = []
         var waitersHead = 0
+        /// The waiters still waiting, and whose they are.
+        var queued: [UInt64: OwnerID] = [:]
         var nextFence: UInt64 = 0
         var summary: PoolSummary
 
@@ -94,22 +101,50 @@ struct PoolTable: Sendable {
                 longestWait: 0, peakHolders: 0, releasedByDisconnect: 0, expired: 0, timedOut: 0)
         }
 
-        var waitingCount: Int { waiters.count - waitersHead }
+        var waitingCount: Int { queued.count }
+
+        /// Takes the first waiter still waiting off the queue.
+        mutating func popWaiter() -> Waiter? {
+            while waitersHead < waiters.count {
+                let waiter = waiters[waitersHead]
+                waitersHead += 1
+                if queued.removeValue(forKey: waiter.id) != nil {
+                    compact()
+                    return waiter
+                }
+            }
+            compact()
+            return nil
+        }
+
+        /// Drops what lies before the head, and ended entries once they outnumber live ones.
+        mutating func compact() {
+            if waitersHead > 64, waitersHead * 2 > waiters.count {
+                waiters.removeFirst(waitersHead)
+                waitersHead = 0
+            }
+            if waiters.count - waitersHead > 2 * queued.count + 64 {
+                waiters = waiters[waitersHead...].filter { queued[$0.id] != nil }
+                waitersHead = 0
+            }
+        }
     }
 
-    /// What a waiter's deadline is keyed by.
+    /// A waiter, by its pool.
     struct WaiterKey: Hashable, Sendable {
-        var pool: String
+        var pool: StoreKey
         var waiter: UInt64
     }
 
-    private(set) var pools: [String: Pool] = [:]
-    private var owned: [OwnerID: Set<HolderKey>] = [:]
+    private(set) var pools: [StoreKey: Pool] = [:]
+    private var owned: [OwnerID: Swift.Set<HolderKey>] = [:]
+    /// Each owner's waits, so its disconnect ends them without visiting anyone else's.
+    private var waitsByOwner: [OwnerID: Swift.Set<WaiterKey>] = [:]
     private var expiries = ExpiryQueue<HolderKey>()
     private var nextWaiter: UInt64 = 0
 
     struct HolderKey: Hashable, Sendable {
-        var pool: String
+        var pool: StoreKey
         var index: Int
     }
 
@@ -122,13 +157,14 @@ struct PoolTable: Sendable {
         guard size > 0, size <= Self.maxCapacity else {
             throw BrokerError(.invalidPool, "a pool needs between 1 and \(Self.maxCapacity) items")
         }
-        if let existing = pools[name] {
+        let key = StoreKey(name)
+        if let existing = pools[key] {
             guard existing.capacity == size, existing.items == items else {
                 throw BrokerError(.poolExists, "pool \(name) is already defined differently")
             }
             return size
         }
-        pools[name] = Pool(name: name, capacity: size, items: items)
+        pools[key] = Pool(name: name, capacity: size, items: items)
         return size
     }
 
@@ -136,29 +172,31 @@ struct PoolTable: Sendable {
         -> (PoolLeaseOutcome, [WaiterGrant])
     {
         let regranted = expire(now: now)
-        guard pools[name] != nil else { throw BrokerError(.unknownPool, "no pool named \(name)") }
-        if pools[name]!.waitingCount == 0, let grant = grant(name, owner: owner, ttl: ttl, now: now, waitedSince: nil) {
+        let key = StoreKey(name)
+        guard pools[key] != nil else { throw BrokerError(.unknownPool, "no pool named \(name)") }
+        // Never past a waiter: an item is free for a newcomer only when nobody queues for it.
+        if pools[key]!.waitingCount == 0, let grant = grant(key, owner: owner, ttl: ttl, now: now, waitedSince: nil) {
             return (.granted(grant), regranted)
         }
         guard wait > 0 else {
             throw BrokerError(.poolExhausted, "every item of pool \(name) is held")
         }
         nextWaiter += 1
-        pools[name]!.waiters.append(Waiter(id: nextWaiter, owner: owner, ttl: ttl, since: now))
-        pools[name]!.summary.waits += 1
+        pools[key]!.waiters.append(Waiter(id: nextWaiter, owner: owner, ttl: ttl, since: now))
+        pools[key]!.queued[nextWaiter] = owner
+        pools[key]!.summary.waits += 1
+        waitsByOwner[owner, default: []].insert(WaiterKey(pool: key, waiter: nextWaiter))
         return (.queued(waiter: nextWaiter, deadline: now + wait), regranted)
     }
 
-    /// Gives up on a wait whose deadline passed.
+    /// Gives up on a wait whose deadline passed (or that was cancelled).
     /// - Returns: Whether the waiter was still waiting (and so must be answered `timeout`).
     mutating func cancelWait(_ name: String, waiter: UInt64) -> Bool {
-        guard var pool = pools[name] else { return false }
-        guard let position = pool.waiters[pool.waitersHead...].firstIndex(where: { $0.id == waiter }) else {
-            return false
-        }
-        pool.waiters.remove(at: position)
-        pool.summary.timedOut += 1
-        pools[name] = pool
+        let key = StoreKey(name)
+        guard let owner = pools[key]?.queued.removeValue(forKey: waiter) else { return false }
+        pools[key]!.summary.timedOut += 1
+        pools[key]!.compact()
+        forget(WaiterKey(pool: key, waiter: waiter), of: owner)
         return true
     }
 
@@ -167,10 +205,10 @@ struct PoolTable: Sendable {
     {
         let regranted = expire(now: now)
         let key = try holderKey(name, index: index, fence: fence)
-        var holder = pools[name]!.holders[index]!
+        var holder = pools[key.pool]!.holders[index]!
         holder.expiresAt = now + ttl
         holder.ttl = ttl
-        pools[name]!.holders[index] = holder
+        pools[key.pool]!.holders[index] = holder
         expiries.push(key, deadline: holder.expiresAt, generation: holder.fence)
         return (holder.expiresAt, regranted)
     }
@@ -185,12 +223,9 @@ struct PoolTable: Sendable {
     /// Everything an owner holds goes back, and its waits end: its connection closed.
     mutating func releaseAll(owner: OwnerID, now: Int64) -> (released: Int, regranted: [WaiterGrant]) {
         var regranted = expire(now: now)
-        for name in pools.keys {
-            var pool = pools[name]!
-            pool.waiters.removeFirst(pool.waitersHead)
-            pool.waitersHead = 0
-            pool.waiters.removeAll { $0.owner == owner }
-            pools[name] = pool
+        for wait in waitsByOwner.removeValue(forKey: owner) ?? [] {
+            pools[wait.pool]?.queued.removeValue(forKey: wait.waiter)
+            pools[wait.pool]?.compact()
         }
         let keys = owned.removeValue(forKey: owner) ?? []
         for key in keys {
@@ -213,31 +248,43 @@ struct PoolTable: Sendable {
         return regranted
     }
 
+    /// When the earliest lease lapses, if any (perhaps a renewed one's old deadline: expiring then finds nothing).
+    var nextDeadline: Int64? { expiries.nextDeadline }
+
     func summaries() -> [PoolSummary] {
         pools.values.map { pool in
             var summary = pool.summary
             summary.held = pool.holders.count
             summary.waiting = pool.waitingCount
             return summary
-        }.sorted { $0.pool < $1.pool }
+        }.sorted { $0.pool.utf8.lexicographicallyPrecedes($1.pool.utf8) }
     }
 
     var heldCount: Int { pools.values.reduce(0) { $0 + $1.holders.count } }
 
+    /// How many pool leases are waiting for an item.
+    var waitingCount: Int { pools.values.reduce(0) { $0 + $1.waitingCount } }
+
     // MARK: - Internals
 
+    private mutating func forget(_ wait: WaiterKey, of owner: OwnerID) {
+        waitsByOwner[owner]?.remove(wait)
+        if waitsByOwner[owner]?.isEmpty == true { waitsByOwner.removeValue(forKey: owner) }
+    }
+
     private func holderKey(_ name: String, index: Int, fence: UInt64) throws(BrokerError) -> HolderKey {
-        guard let pool = pools[name] else { throw BrokerError(.unknownPool, "no pool named \(name)") }
+        let key = StoreKey(name)
+        guard let pool = pools[key] else { throw BrokerError(.unknownPool, "no pool named \(name)") }
         guard let holder = pool.holders[index] else {
             throw BrokerError(.notHolder, "item \(index) of pool \(name) is not leased")
         }
         guard holder.fence == fence else {
             throw BrokerError(.staleFence, "fence \(fence) is not the current grant of item \(index) (\(holder.fence))")
         }
-        return HolderKey(pool: name, index: index)
+        return HolderKey(pool: key, index: index)
     }
 
-    private mutating func grant(_ name: String, owner: OwnerID, ttl: Int64, now: Int64, waitedSince: Int64?)
+    private mutating func grant(_ name: StoreKey, owner: OwnerID, ttl: Int64, now: Int64, waitedSince: Int64?)
         -> PoolGrant?
     {
         guard let index = pools[name]!.free.popMin() else { return nil }
@@ -253,7 +300,7 @@ struct PoolTable: Sendable {
         let key = HolderKey(pool: name, index: index)
         owned[owner, default: []].insert(key)
         expiries.push(key, deadline: holder.expiresAt, generation: holder.fence)
-        return PoolGrant(pool: name, index: index, fence: holder.fence, item: item, expiresAt: holder.expiresAt)
+        return PoolGrant(pool: name.text, index: index, fence: holder.fence, item: item, expiresAt: holder.expiresAt)
     }
 
     /// Frees an item and grants it to the first waiter, if any.
@@ -262,13 +309,8 @@ struct PoolTable: Sendable {
         owned[holder.owner]?.remove(key)
         if owned[holder.owner]?.isEmpty == true { owned.removeValue(forKey: holder.owner) }
         pools[key.pool]!.free.insert(key.index)
-        guard pools[key.pool]!.waitingCount > 0 else { return [] }
-        let waiter = pools[key.pool]!.waiters[pools[key.pool]!.waitersHead]
-        pools[key.pool]!.waitersHead += 1
-        if pools[key.pool]!.waitersHead > 64, pools[key.pool]!.waitersHead * 2 > pools[key.pool]!.waiters.count {
-            pools[key.pool]!.waiters.removeFirst(pools[key.pool]!.waitersHead)
-            pools[key.pool]!.waitersHead = 0
-        }
+        guard let waiter = pools[key.pool]!.popWaiter() else { return [] }
+        forget(WaiterKey(pool: key.pool, waiter: waiter.id), of: waiter.owner)
         guard let grant = grant(key.pool, owner: waiter.owner, ttl: waiter.ttl, now: now, waitedSince: waiter.since)
         else { return [] }
         return [WaiterGrant(waiter: waiter.id, grant: grant)]

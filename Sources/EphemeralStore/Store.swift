@@ -99,8 +99,8 @@ public struct Store: Sendable {
 
     /// The configuration the store enforces.
     public let configuration: StoreConfiguration
-    private var items: [String: Item] = [:]
-    private var expiries = ExpiryQueue<String>()
+    private var items: [StoreKey: Item] = [:]
+    private var expiries = ExpiryQueue<StoreKey>()
     private var nextGeneration: UInt64 = 0
     private var leases = LeaseTable()
     private var pools = PoolTable()
@@ -131,6 +131,7 @@ public struct Store: Sendable {
     /// Reads a value.
     /// - Throws: `not_found` for an unknown key; `expired` (once, removing it) for a key whose TTL ran out.
     public mutating func get(_ key: String, now: Int64) throws(BrokerError) -> Value {
+        let key = StoreKey(key)
         guard var item = items[key] else { throw BrokerError(.notFound) }
         if item.expiresAt <= now {
             remove(key)
@@ -156,7 +157,7 @@ public struct Store: Sendable {
 
     /// Counts one read of a read-limited item (a `wait` or `claim` that hands its value out), deleting it after the
     /// last allowed one.
-    private mutating func consumeRead(_ key: String) {
+    private mutating func consumeRead(_ key: StoreKey) {
         guard let readsLeft = items[key]?.readsLeft else { return }
         if readsLeft <= 1 {
             remove(key)
@@ -166,7 +167,7 @@ public struct Store: Sendable {
     }
 
     /// The live value of a key without counting a read, or `nil`.
-    func peek(_ key: String, now: Int64) -> Value? {
+    func peek(_ key: StoreKey, now: Int64) -> Value? {
         guard let item = items[key], item.expiresAt > now else { return nil }
         return item.value
     }
@@ -180,8 +181,9 @@ public struct Store: Sendable {
     @discardableResult
     public mutating func set(_ command: SetCommand, now: Int64) throws(BrokerError) -> SetResult {
         let ttl = try itemTTL(command.ttl)
+        let key = StoreKey(command.key)
         let conditional = command.ifAbsent || command.ifVersion != nil
-        let current = conditional ? peek(command.key, now: now) : nil
+        let current = conditional ? peek(key, now: now) : nil
         if command.ifAbsent, current != nil { throw BrokerError(.exists, "\(command.key) already has a value") }
         if let expected = command.ifVersion, current?.version != expected {
             throw BrokerError(
@@ -195,7 +197,7 @@ public struct Store: Sendable {
         guard size <= configuration.maxValueSize else {
             throw BrokerError(.tooLarge, "the value is \(size) bytes; the limit is \(configuration.maxValueSize)")
         }
-        if configuration.maxItems > 0, items.count >= configuration.maxItems, items[command.key] == nil {
+        if configuration.maxItems > 0, items.count >= configuration.maxItems, items[key] == nil {
             _ = sweepItems(now: now)
             guard items.count < configuration.maxItems else {
                 throw BrokerError(.maxItems, "the store holds its maximum of \(configuration.maxItems) items")
@@ -204,22 +206,23 @@ public struct Store: Sendable {
         let item = Item(
             value: command.value, compressed: command.compressed, ttl: ttl, expiresAt: now + ttl,
             generation: generation(), readsLeft: command.maxReads)
-        store(command.key, item)
+        store(key, item)
         let value = item.value
-        var wakeups = coordination.keySet(command.key, value: value, version: item.generation)
-        if let maxReads = command.maxReads {
-            // Each woken waiter is a read: at most `maxReads` get the value; the others wait on until their timeout.
-            for _ in 0..<min(maxReads, wakeups.count) { consumeRead(command.key) }
-            wakeups = Array(wakeups.prefix(maxReads))
+        // Each woken waiter is a read: at most `maxReads` get the value; the others wait on for a later write.
+        var wakeups = coordination.keySet(key, value: value, version: item.generation, limit: command.maxReads)
+        if command.maxReads != nil {
+            for _ in wakeups.indices { consumeRead(key) }
+            // Used up before it reached every waiter: a waiting `claim` now computes it again.
+            if items[key] == nil { wakeups += coordination.handOver(key, now: now) }
         }
         return SetResult(size: size, version: item.generation, wakeups: wakeups)
     }
 
-    private mutating func store(_ key: String, _ item: Item) {
+    private mutating func store(_ key: StoreKey, _ item: Item) {
         if let old = items.updateValue(item, forKey: key) {
             approximateBytes -= old.count
         } else {
-            approximateBytes += key.utf8.count + Self.itemOverhead
+            approximateBytes += key.text.utf8.count + Self.itemOverhead
         }
         approximateBytes += item.count
         schedule(key, item)
@@ -233,13 +236,15 @@ public struct Store: Sendable {
     public mutating func increment(_ key: String, by: Int64, ttl: Double?, now: Int64) throws(BrokerError)
         -> (value: Int64, wakeups: [Wakeup])
     {
+        let name = key
+        let key = StoreKey(key)
         var current: Int64 = 0
         var lifetime: Int64
         if let item = items[key], item.expiresAt > now {
             guard !item.compressed,
                 let number = item.storage.withUnsafeBytes({ Int64(String(decoding: $0, as: UTF8.self)) })
             else {
-                throw BrokerError(.notANumber, "\(key) does not hold an integer")
+                throw BrokerError(.notANumber, "\(name) does not hold an integer")
             }
             current = number
             lifetime = item.ttl
@@ -254,7 +259,7 @@ public struct Store: Sendable {
             }
         }
         let (sum, overflow) = current.addingReportingOverflow(by)
-        guard !overflow else { throw BrokerError(.notANumber, "\(key) would overflow") }
+        guard !overflow else { throw BrokerError(.notANumber, "\(name) would overflow") }
         let item = Item(
             value: Array(String(sum).utf8), compressed: false, ttl: lifetime, expiresAt: now + lifetime,
             generation: generation(), readsLeft: nil)
@@ -270,11 +275,13 @@ public struct Store: Sendable {
         -> (value: Value?, waiter: UInt64?, deadline: Int64)
     {
         let wait = try waitMilliseconds(wait)
+        let name = key
+        let key = StoreKey(key)
         if let value = peek(key, now: now) {
             consumeRead(key)
             return (value, nil, now)
         }
-        guard wait > 0 else { throw BrokerError(.timeout, "\(key) has no value") }
+        guard wait > 0 else { throw BrokerError(.timeout, "\(name) has no value") }
         return (nil, coordination.waitForKey(key, owner: owner, claimTTL: nil), now + wait)
     }
 
@@ -290,6 +297,8 @@ public struct Store: Sendable {
         let waitTime = try waitMilliseconds(wait ?? 0)
         let refreshWindow = try waitMilliseconds(refreshBefore ?? 0)
         let lapsed = coordination.expireClaims(now: now)
+        let name = key
+        let key = StoreKey(key)
         if let value = peek(key, now: now) {
             consumeRead(key)
             if refreshWindow > 0, let item = items[key], item.expiresAt - now <= refreshWindow,
@@ -302,7 +311,7 @@ public struct Store: Sendable {
         if let token = coordination.claim(key, owner: owner, ttl: claimTTL, now: now) {
             return (.claimed(token: token), lapsed)
         }
-        guard waitTime > 0 else { throw BrokerError(.timeout, "\(key) is being computed by another worker") }
+        guard waitTime > 0 else { throw BrokerError(.timeout, "\(name) is being computed by another worker") }
         let waiter = coordination.waitForKey(key, owner: owner, claimTTL: claimTTL)
         return (.queued(waiter: waiter, deadline: now + waitTime), lapsed)
     }
@@ -310,7 +319,7 @@ public struct Store: Sendable {
     /// Gives up a claim whose computation failed: the next waiter takes it over.
     /// - Returns: The waiter that now computes, if any.
     public mutating func unclaim(_ key: String, token: UInt64, now: Int64) -> [Wakeup] {
-        coordination.unclaim(key, token: token, now: now)
+        coordination.unclaim(StoreKey(key), token: token, now: now)
     }
 
     /// Arrives at a barrier of `parties`.
@@ -320,7 +329,7 @@ public struct Store: Sendable {
         -> (waiter: UInt64, deadlineIn: Int64, wakeups: [Wakeup])
     {
         let wait = try waitMilliseconds(wait)
-        let (waiter, wakeups) = try coordination.arrive(key, parties: parties, owner: owner)
+        let (waiter, wakeups) = try coordination.arrive(StoreKey(key), parties: parties, owner: owner)
         return (waiter, wait, wakeups)
     }
 
@@ -341,13 +350,14 @@ public struct Store: Sendable {
     /// - Returns: Whether the key existed.
     @discardableResult
     public mutating func delete(_ key: String) -> Bool {
-        remove(key) != nil
+        remove(StoreKey(key)) != nil
     }
 
     /// The live items and their expiry times, never their values, sorted by key.
     public func list(now: Int64) -> [(key: String, expiresAt: Int64)] {
         items.compactMap { key, item in item.expiresAt > now ? (key, item.expiresAt) : nil }
-            .sorted { $0.key < $1.key }
+            .sorted { $0.0 < $1.0 }
+            .map { (key: $0.0.text, expiresAt: $0.1) }
     }
 
     /// The number of live items (stored and not yet past their TTL).
@@ -471,6 +481,18 @@ public struct Store: Sendable {
         (pools.expire(now: now), coordination.expireClaims(now: now))
     }
 
+    /// When the earliest pool lease or compute-once claim lapses, if any: the broker hands it over at that moment
+    /// (``expireHandovers(now:)``), not at the next request or sweep.
+    public var nextHandoverDeadline: Int64? {
+        switch (pools.nextDeadline, coordination.nextClaimDeadline) {
+        case (let pool?, let claim?): min(pool, claim)
+        case (let pool, let claim): pool ?? claim
+        }
+    }
+
+    /// How many requests wait: pool leases waiting for an item, and `wait`, `claim` and `barrier` waits.
+    public var waitingCount: Int { pools.waitingCount + coordination.waitingCount }
+
     /// Per-pool figures: capacity, held, waiting, and the run's totals.
     public func poolSummaries() -> [PoolSummary] { pools.summaries() }
 
@@ -504,7 +526,7 @@ public struct Store: Sendable {
         return nextGeneration
     }
 
-    private mutating func schedule(_ key: String, _ item: Item) {
+    private mutating func schedule(_ key: StoreKey, _ item: Item) {
         expiries.push(key, deadline: item.expiresAt, generation: item.generation)
         let liveCount = items.count
         let items = self.items
@@ -514,15 +536,15 @@ public struct Store: Sendable {
     }
 
     /// Whether a queued deadline is still the item's current one (a sliding TTL moves it without a new version).
-    private func isLive(_ entry: ExpiryQueue<String>.Entry) -> Bool {
+    private func isLive(_ entry: ExpiryQueue<StoreKey>.Entry) -> Bool {
         guard let item = items[entry.id] else { return false }
         return item.generation == entry.generation && item.expiresAt == entry.deadline
     }
 
     @discardableResult
-    private mutating func remove(_ key: String) -> Item? {
+    private mutating func remove(_ key: StoreKey) -> Item? {
         guard let item = items.removeValue(forKey: key) else { return nil }
-        approximateBytes -= key.utf8.count + Self.itemOverhead + item.count
+        approximateBytes -= key.text.utf8.count + Self.itemOverhead + item.count
         return item
     }
 

@@ -40,7 +40,19 @@ public enum ValueCompression {
         guard output.readableBytes <= limit else {
             throw BrokerError(.tooLarge, "the decompressed value exceeds \(limit) bytes")
         }
+        // zlib stops at the end of the first member and leaves the rest unread: anything left is a second member
+        // or trailing bytes, which a reader's gunzip would inflate too (past every limit checked here).
+        guard input.readableBytes == 0 else {
+            throw BrokerError(
+                .invalidCompressedValue, "a compressed value must be exactly one gzip member, with nothing after it")
+        }
         let text = Array(output.readableBytesView)
+        // A stream cut short is inflated as far as it goes without an error: its trailer (CRC-32 and length, which
+        // zlib checks only when it reaches them) must be there and match.
+        guard gzip.count >= 18, gzipTrailer(of: gzip) == (CRC32.checksum(text), UInt32(truncatingIfNeeded: text.count))
+        else {
+            throw BrokerError(.invalidCompressedValue, "the gzip data is truncated, or its checksum is wrong")
+        }
         let isJSON = text.withUnsafeBytes { bytes in
             var scanner = JSONScanner(bytes)
             do throws(BrokerError) {
@@ -52,6 +64,14 @@ public enum ValueCompression {
         }
         guard isJSON else { throw BrokerError(.invalidCompressedValue, "a compressed value must hold JSON") }
         return text
+    }
+
+    /// The CRC-32 and the length modulo 2³² that end a gzip member (RFC 1952), both little-endian.
+    private static func gzipTrailer(of gzip: [UInt8]) -> (UInt32, UInt32) {
+        func word(at offset: Int) -> UInt32 {
+            (0..<4).reduce(0) { $0 | UInt32(gzip[offset + $1]) << (8 * UInt32($1)) }
+        }
+        return (word(at: gzip.count - 8), word(at: gzip.count - 4))
     }
 
     /// Compresses JSON text the way the original client does.
@@ -123,5 +143,20 @@ public enum Base64 {
             }
         }
         return out
+    }
+}
+
+/// CRC-32 (ISO-HDLC, as gzip uses), table-driven: checks a compressed value's trailer.
+package enum CRC32 {
+    private static let table: [UInt32] = (0..<256).map { index in
+        (0..<8).reduce(UInt32(index)) { crc, _ in crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+    }
+
+    package static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        table.withUnsafeBufferPointer { table in
+            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        }
+        return crc ^ 0xFFFF_FFFF
     }
 }

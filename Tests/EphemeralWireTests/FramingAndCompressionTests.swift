@@ -81,6 +81,36 @@ struct ValueCompressionTests {
         #expect(code(String(decoding: notJSON, as: UTF8.self)) == "invalid_compressed_value")
     }
 
+    /// Exactly one complete gzip member: several members (each within the limit, which a reader's gunzip inflates
+    /// one after another, 50 MiB from a 68 KB request), trailing bytes, a stream cut short anywhere or a wrong
+    /// checksum are `invalid_compressed_value`.
+    @Test func aCompressedValueIsExactlyOneCompleteGzipMember() throws {
+        func gzip(_ json: String) -> [UInt8] {
+            let quoted = ValueCompression.compress(Array(json.utf8))
+            return Base64.decode(quoted[1..<(quoted.count - 1)])!
+        }
+        func code(_ gzip: [UInt8]) -> String? {
+            let value = [UInt8(ascii: "\"")] + Base64.encode(gzip) + [UInt8(ascii: "\"")]
+            do { _ = try ValueCompression.decompress(value, limit: 262_144) } catch { return error.code.wireName }
+            return nil
+        }
+        let member = gzip("\"" + String(repeating: "0", count: 200_000) + "\"")
+        #expect(code(member) == nil, "one member is a value")
+        #expect(code(member + member) == "invalid_compressed_value", "two members")
+        #expect(code(member + Array(repeating: member, count: 250).flatMap { $0 }) == "invalid_compressed_value")
+        #expect(code(member + [0]) == "invalid_compressed_value", "a trailing byte")
+        #expect(code(member + Array("junk".utf8)) == "invalid_compressed_value")
+        for cut in [1, 4, 7, 8, 9, 20, member.count / 2] {
+            #expect(code(Array(member.dropLast(cut))) == "invalid_compressed_value", "cut short by \(cut) bytes")
+        }
+        for offset in [member.count - 8, member.count - 5, member.count - 4, member.count - 1] {
+            var corrupted = member
+            corrupted[offset] ^= 0x01
+            #expect(code(corrupted) == "invalid_compressed_value", "trailer byte \(offset) flipped")
+        }
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926, "the standard check value")
+    }
+
     @Test func base64MatchesRFC4648() {
         #expect(String(decoding: Base64.encode(Array("foobar".utf8)), as: UTF8.self) == "Zm9vYmFy")
         #expect(String(decoding: Base64.encode(Array("fo".utf8)), as: UTF8.self) == "Zm8=")
