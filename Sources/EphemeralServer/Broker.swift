@@ -34,7 +34,7 @@ public final class Broker: Sendable {
         let server: any Channel
         let binding: SocketBinding
         let core: NIOLoopBound<BrokerCore>
-        let tasks: [RepeatedTask]
+        var tasks: [RepeatedTask]
     }
 
     private let configuration: BrokerConfiguration
@@ -86,7 +86,8 @@ public final class Broker: Sendable {
         do {
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)
-                .childChannelOption(.allowRemoteHalfClosure, value: false)
+                // A peer that shuts down its writing side still reads every reply (the handler closes after them).
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelInitializer { channel in
                     PeerCredentials.userID(of: channel).flatMapThrowing { uid in
                         guard uid == ownUID else {
@@ -108,6 +109,11 @@ public final class Broker: Sendable {
             binding.remove()
             try? await group.shutdownGracefully()
             throw error
+        }
+        // Running before any timer exists: an idle timeout that fires at once must find the broker running, or its
+        // stop would come before the start has finished and leave a running broker marked stopped.
+        state.withLock {
+            $0 = .running(Running(group: group, server: server, binding: binding, core: core, tasks: []))
         }
         let tasks = try await loop.submit {
             var tasks = [RepeatedTask]()
@@ -132,9 +138,13 @@ public final class Broker: Sendable {
             }
             return tasks
         }.get()
-        state.withLock {
-            $0 = .running(Running(group: group, server: server, binding: binding, core: core, tasks: tasks))
+        let kept = state.withLock { state -> Bool in
+            guard case .running(var running) = state else { return false }
+            running.tasks = tasks
+            state = .running(running)
+            return true
         }
+        if !kept { for task in tasks { task.cancel() } }  // stopped meanwhile
         logger.debug("broker started", metadata: ["pipe": "\(binding.path)"])
         return binding.path
     }

@@ -6,9 +6,15 @@ import NIOCore
 /// Serves one client connection: each framed request gets exactly one reply, in order.
 ///
 /// The replies to a read burst's requests go into one buffer, kept for the connection's lifetime, and are written
-/// and flushed once when the burst ends: no buffer allocated per reply, one write per burst. Reading pauses while
-/// the peer is not reading its replies, so a slow reader cannot make the broker buffer without bound. Its
-/// per-request state is `@exclusivity(unchecked)`, like ``BrokerCore``'s.
+/// and flushed once when the burst ends: no buffer allocated per reply, one write per burst. Its per-request state
+/// is `@exclusivity(unchecked)`, like ``BrokerCore``'s.
+///
+/// Memory per connection is bounded whatever the peer does: before each request the handler checks the reply
+/// bytes not yet handed to the socket (this burst's, and those held behind a parked request) and whether the
+/// channel is writable (the peer reads); past ``replyBudget`` or while it is not, it stops taking requests and
+/// stops reading, and goes on when the replies have drained. A peer that shuts down its writing side
+/// (`shutdown(SHUT_WR)`) still gets every reply, parked ones included, and the connection closes once they are
+/// flushed.
 final class BrokerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -37,6 +43,18 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     /// When the line now arriving began; `nil` between lines.
     @exclusivity(unchecked) private var lineStarted: NIODeadline?
     private let requestTimeout: TimeAmount
+    /// The bytes of replies held in `held` (ready, waiting for an earlier reply).
+    @exclusivity(unchecked) private var heldBytes = 0
+    /// Whether requests are not being taken because replies wait to drain.
+    private var paused = false
+    /// Whether the peer shut down its writing side: the connection closes once every reply is flushed.
+    private var inputClosed = false
+    /// How many of this connection's requests are parked in the broker (kept by ``BrokerCore``).
+    var parked = 0
+
+    /// The most reply bytes a connection may have waiting (unwritten, or held behind a parked request) before the
+    /// broker takes no more of its requests: 1 MiB, plus the one reply that crossed it.
+    static let replyBudget = 1 << 20
 
     init(core: BrokerCore, maxLineBytes: Int) {
         self.core = core
@@ -63,6 +81,8 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if let admitted { core.connectionClosed(admitted) }
         held.removeAll()
+        heldBytes = 0
+        received = nil
         lineTimer?.cancel()
         lineTimer = nil
         self.context = nil
@@ -70,13 +90,20 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard admitted != nil else { return }
+        guard admitted != nil, !inputClosed else { return }
         var incoming = unwrapInboundIn(data)
         if received == nil {
             received = incoming
         } else {
             received!.writeBuffer(&incoming)
         }
+        guard !paused else { return }  // kept, and taken when the replies have drained
+        takeRequests(context: context)
+    }
+
+    /// Frames and answers the requests received, until they run out or replies must drain first.
+    private func takeRequests(context: ChannelHandlerContext) {
+        guard received != nil else { return }
         var lineEnded = false
         reading = true
         defer {
@@ -84,6 +111,10 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             writeOutbound(context: context)
         }
         while true {
+            if outbound.readableBytes + heldBytes > Self.replyBudget || !context.channel.isWritable {
+                pause(context: context)
+                return
+            }
             switch framer.next(&received!) {
             case .frame(let frame):
                 lineEnded = true
@@ -96,10 +127,57 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
                 } else if received!.readerIndex > 65_536 {
                     received!.discardReadBytes()
                 }
-                timeLine(begun: framer.isMidLine, restarted: lineEnded, context: context)
+                if !inputClosed { timeLine(begun: framer.isMidLine, restarted: lineEnded, context: context) }
                 return
             }
         }
+    }
+
+    /// Stops taking requests and reading until the replies waiting have drained.
+    private func pause(context: ChannelHandlerContext) {
+        paused = true
+        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        lineTimer?.cancel()  // the peer is not slow: we are not reading
+        lineTimer = nil
+        lineStarted = nil
+        writeOutbound(context: context)
+        context.flush()
+    }
+
+    /// Takes requests again once the replies waiting fit the budget and the peer reads.
+    private func resumeIfDrained() {
+        guard paused, let context, heldBytes <= Self.replyBudget, context.channel.isWritable else { return }
+        paused = false
+        takeRequests(context: context)
+        context.flush()
+        if !paused {
+            if !inputClosed { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+            closeIfFinished(context: context)
+        }
+    }
+
+    /// After the peer's half-close: closes once no request is parked and every reply is written.
+    private func closeIfFinished(context: ChannelHandlerContext) {
+        guard inputClosed, !paused, held.isEmpty else { return }
+        writeOutbound(context: context)
+        let channel = context.channel
+        // An empty write completes after every earlier one: only then is it safe to close.
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case .inputClosed? = event as? ChannelEvent else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        inputClosed = true
+        lineTimer?.cancel()
+        lineTimer = nil
+        lineStarted = nil
+        if !paused { takeRequests(context: context) }
+        context.flush()
+        closeIfFinished(context: context)
     }
 
     /// Keeps one deadline for the line now arriving: it starts when the line begins and holds while the line
@@ -149,10 +227,12 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             var reply = context.channel.allocator.buffer(capacity: 256)
             let replied = core.respond(to: frame, into: &reply, connection: self, sequence: sequence)
             held.append((sequence, replied ? reply : nil))
+            if replied { heldBytes += reply.readableBytes }
         }
         // Earlier replies this request made ready (it released what they waited for) follow in order.
         while let first = held.first, var ready = first.reply {
             held.removeFirst()
+            heldBytes -= ready.readableBytes
             prepareOutbound()
             outbound.writeBuffer(&ready)
         }
@@ -188,15 +268,35 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     /// Delivers a reply that came later (a lease granted after a wait), then every reply it was holding up.
-    func deliver(_ reply: ByteBuffer, sequence: UInt64) {
+    /// - Parameter flush: Whether to flush now; otherwise the caller calls ``flushDelivered()`` when its batch is done.
+    func deliver(_ reply: ByteBuffer, sequence: UInt64, flush: Bool = true) {
         guard let context, let position = held.firstIndex(where: { $0.sequence == sequence }) else { return }
         held[position].reply = reply
+        heldBytes += reply.readableBytes
         guard !reading else { return }  // the burst being read writes it, in order, after the request now running
         while let first = held.first, let ready = first.reply {
             held.removeFirst()
+            heldBytes -= ready.readableBytes
             context.write(wrapOutboundOut(ready), promise: nil)
         }
+        if flush { flushDelivered() }
+    }
+
+    /// Flushes replies delivered, and goes on with requests or closes if they were what it waited for.
+    func flushDelivered() {
+        guard let context else { return }
         context.flush()
+        // Not from inside the request that delivered this (another connection's, perhaps): in a moment.
+        if paused || inputClosed {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                if handler.value.paused {
+                    handler.value.resumeIfDrained()
+                } else if let context = handler.value.context {
+                    handler.value.closeIfFinished(context: context)
+                }
+            }
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -204,10 +304,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Reading stops while the peer is not reading its replies (the channel is not writable) and resumes once it
-    /// does: a slow reader cannot make the broker buffer replies without bound.
+    /// Requests are taken again once the peer has read enough of its replies for the channel to be writable.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        try? context.channel.syncOptions?.setOption(.autoRead, value: context.channel.isWritable)
+        if context.channel.isWritable { resumeIfDrained() }
         context.fireChannelWritabilityChanged()
     }
 

@@ -60,13 +60,29 @@ final class BrokerCore {
     private struct PendingWait {
         var route: ReplyRoute
         var action: Action
-        var timer: Scheduled<Void>?
+        /// Which parking this is, so a deadline left over from an earlier one is recognised as stale.
+        var generation: UInt64
     }
 
     private var connections: [OwnerID: BrokerConnectionHandler] = [:]
     private var nextOwner: OwnerID = 0
     @exclusivity(unchecked) private var pendingWaits: [WaitKey: PendingWait] = [:]
+    /// The parked requests' deadlines, in the event loop's monotonic nanoseconds (real time, whatever the store's
+    /// clock): one timer serves them all and the lapses of leases and claims.
+    private var waitDeadlines = ExpiryQueue<WaitKey>()
+    private var nextGeneration: UInt64 = 0
+    /// The one timer, and the monotonic time it is set for.
+    private var deadlineTimer: (task: Scheduled<Void>, at: NIODeadline)?
+    /// While a batch of lapsed waits is answered: the connections whose replies are written but not yet flushed.
+    private var unflushed: [ObjectIdentifier: BrokerConnectionHandler]?
     var eventLoop: (any EventLoop)?
+
+    /// The most requests one connection may have parked at once, and the broker in all: past them a request that
+    /// would wait is answered `too_many_waiters`.
+    static let maxParkedPerConnection = 1024
+    static let maxParked = 65_536
+    /// How many lapsed waits are answered in one go before other connections are served again.
+    static let expiryBatch = 256
 
     /// Registers a new connection, unless the broker already serves `maxConnections`.
     /// - Returns: Its owner ID (what it leases belongs to it), or `nil` when it must be refused.
@@ -91,7 +107,6 @@ final class BrokerCore {
         connections.removeValue(forKey: owner)
         openConnections -= 1
         for (key, pending) in pendingWaits where pending.route.connection.owner == owner {
-            pending.timer?.cancel()
             pendingWaits.removeValue(forKey: key)
         }
         let outcome = store.releaseAll(owner: owner, now: clock.now())
@@ -193,6 +208,7 @@ final class BrokerCore {
     private func execute(_ command: Command, now: Int64, reply: inout JSONLineWriter, route: ReplyRoute)
         throws(BrokerError) -> Bool
     {
+        if command.mayWait { try admitWaiter(route.connection) }
         switch command {
         case .ping:
             reply.member("pong", int: now)
@@ -218,6 +234,7 @@ final class BrokerCore {
             reply.beginObject("stats")
             reply.member("items", int: Int64(store.itemCount(now: now)))
             reply.member("leases", int: Int64(store.leaseCount(now: now)))
+            reply.member("waiting", int: Int64(pendingWaits.count))
             writeCapacity(&reply, now: now)
             writeMemory(&reply)
             reply.member("uptime", int: now - startedAt)
@@ -267,7 +284,10 @@ final class BrokerCore {
             let (outcome, regranted) = try store.leasePool(
                 pool, owner: route.connection.owner, wait: wait, ttl: ttl,
                 now: now)
-            defer { deliver(regranted) }
+            defer {
+                deliver(regranted)
+                armDeadlineTimer()
+            }
             switch outcome {
             case .granted(let grant):
                 writeGrant(grant, into: &reply)
@@ -290,7 +310,10 @@ final class BrokerCore {
             let (outcome, wakeups) = try store.claim(
                 key, owner: route.connection.owner, ttl: ttl, wait: wait,
                 refreshBefore: refreshBefore, now: now)
-            defer { deliver(wakeups) }
+            defer {
+                deliver(wakeups)
+                armDeadlineTimer()
+            }
             switch outcome {
             case .value(let value, _):
                 reply.member("state", string: "value")
@@ -323,6 +346,7 @@ final class BrokerCore {
         case .renewPool(let pool, let index, let fence, let ttl):
             let (expiresAt, regranted) = try store.renewPool(pool, index: index, fence: fence, ttl: ttl, now: now)
             deliver(regranted)
+            armDeadlineTimer()
             reply.member("expires", int: expiresAt)
         case .releasePool(let pool, let index, let fence):
             deliver(try store.releasePool(pool, index: index, fence: fence, now: now))
@@ -337,16 +361,77 @@ final class BrokerCore {
         reply.member("version", int: Int64(value.version))
     }
 
+    /// Refuses a request that would wait when its connection, or the broker, already parks its maximum.
+    private func admitWaiter(_ connection: BrokerConnectionHandler) throws(BrokerError) {
+        guard connection.parked < Self.maxParkedPerConnection else {
+            throw BrokerError(
+                .tooManyWaiters,
+                "this connection already has \(Self.maxParkedPerConnection) requests waiting; wait for some to be "
+                    + "answered, or use another connection")
+        }
+        guard pendingWaits.count < Self.maxParked else {
+            throw BrokerError(
+                .tooManyWaiters, "the broker already has \(Self.maxParked) requests waiting; retry later")
+        }
+    }
+
     /// Parks a request until a wakeup answers it or `milliseconds` pass (then it is answered `timeout`).
     private func park(_ key: WaitKey, action: Action, route: ReplyRoute, for milliseconds: Int64) {
-        var pending = PendingWait(route: route, action: action, timer: nil)
-        if let eventLoop {
-            let core = NIOLoopBound(self, eventLoop: eventLoop)  // the timer fires on this same loop
-            pending.timer = eventLoop.scheduleTask(in: .milliseconds(max(0, milliseconds))) {
-                core.value.waitExpired(key)
-            }
+        nextGeneration += 1
+        pendingWaits[key] = PendingWait(route: route, action: action, generation: nextGeneration)
+        route.connection.parked += 1
+        let deadline = NIODeadline.now() + .milliseconds(max(0, milliseconds))
+        waitDeadlines.push(key, deadline: Int64(deadline.uptimeNanoseconds), generation: nextGeneration)
+        let pending = pendingWaits
+        waitDeadlines.compactIfNeeded(liveCount: pending.count) { pending[$0.id]?.generation == $0.generation }
+        armDeadlineTimer()
+    }
+
+    /// Keeps the one timer set for the earliest of the parked requests' deadlines and the store's next lapse of a
+    /// lease or claim, so each is met at its moment, not at the next request or sweep.
+    func armDeadlineTimer() {
+        guard let eventLoop else { return }
+        var earliest = waitDeadlines.nextDeadline.map { NIODeadline.uptimeNanoseconds(UInt64($0)) }
+        if let lapse = store.nextHandoverDeadline {
+            let at = NIODeadline.now() + .milliseconds(max(0, lapse - clock.now()))
+            earliest = earliest.map { min($0, at) } ?? at
         }
-        pendingWaits[key] = pending
+        guard let earliest else { return }
+        if let timer = deadlineTimer {
+            guard earliest < timer.at else { return }
+            timer.task.cancel()
+        }
+        let core = NIOLoopBound(self, eventLoop: eventLoop)  // the timer fires on this same loop
+        deadlineTimer = (eventLoop.scheduleTask(deadline: earliest) { core.value.deadlineTimerFired() }, earliest)
+    }
+
+    /// Hands lapsed leases and claims over, then answers parked requests whose deadline passed `timeout`, at most
+    /// ``expiryBatch`` at a time: a thousand waits lapsing at once are answered in batches with other
+    /// connections served between them.
+    private func deadlineTimerFired() {
+        deadlineTimer = nil
+        let lapsed = store.expireHandovers(now: clock.now())
+        deliver(lapsed.regranted)
+        deliver(lapsed.wakeups)
+        let now = Int64(NIODeadline.now().uptimeNanoseconds)
+        var answered = 0
+        unflushed = [:]
+        while answered < Self.expiryBatch, let entry = waitDeadlines.popDue(at: now) {
+            guard pendingWaits[entry.id]?.generation == entry.generation else { continue }
+            waitExpired(entry.id)
+            answered += 1
+        }
+        for connection in unflushed!.values { connection.flushDelivered() }
+        unflushed = nil
+        if answered == Self.expiryBatch, let next = waitDeadlines.nextDeadline, next <= now, let eventLoop {
+            // More are due: a moment's pause lets the event loop serve I/O first (a task due already would run in
+            // this same tick).
+            let core = NIOLoopBound(self, eventLoop: eventLoop)
+            let resume = NIODeadline.now() + .milliseconds(1)
+            deadlineTimer = (eventLoop.scheduleTask(deadline: resume) { core.value.deadlineTimerFired() }, resume)
+            return
+        }
+        armDeadlineTimer()
     }
 
     private func writeGrant(_ grant: PoolGrant, into reply: inout JSONLineWriter) {
@@ -357,15 +442,19 @@ final class BrokerCore {
         if let item = grant.item { reply.member("item", rawJSON: item) }
     }
 
-    /// Answers waiters that were granted an item.
+    /// Answers waiters that were granted an item (their leases have deadlines of their own: the timer is set).
     func deliver(_ grants: [WaiterGrant]) {
+        guard !grants.isEmpty else { return }
         for granted in grants {
             answer(.pool(granted.grant.pool, granted.waiter)) { writeGrant(granted.grant, into: &$0) }
         }
+        armDeadlineTimer()
     }
 
     /// Answers waiters woken by a write, a lapsed or abandoned claim, or a full barrier.
     func deliver(_ wakeups: [Wakeup]) {
+        guard !wakeups.isEmpty else { return }
+        defer { armDeadlineTimer() }  // a claim handed over lapses in its turn
         for wakeup in wakeups {
             switch wakeup {
             case .value(let waiter, _, let value, _):
@@ -386,15 +475,21 @@ final class BrokerCore {
 
     private func answer(_ key: WaitKey, members: (inout JSONLineWriter) -> Void) {
         guard let pending = pendingWaits.removeValue(forKey: key) else { return }
-        pending.timer?.cancel()
+        pending.route.connection.parked -= 1
         let route = pending.route
         var reply = JSONLineWriter.ok(into: route.connection.allocator.buffer(capacity: 128))
         if let id = route.id { reply.member("id", rawJSON: id) }
         members(&reply)
         metrics.record(pending.action, error: nil)
-        route.connection.deliver(
-            (consume reply).finish(signer: route.signed ? signer : nil, nonce: route.nonce),
-            sequence: route.sequence)
+        deliver((consume reply).finish(signer: route.signed ? signer : nil, nonce: route.nonce), to: route)
+    }
+
+    /// Hands a reply that came later to its connection: flushed at once, or with the rest of a batch of lapsed
+    /// waits (one write for all of a connection's replies in the batch).
+    private func deliver(_ reply: ByteBuffer, to route: ReplyRoute) {
+        let flush = unflushed == nil
+        route.connection.deliver(reply, sequence: route.sequence, flush: flush)
+        if !flush { unflushed![ObjectIdentifier(route.connection)] = route.connection }
     }
 
     private func waitExpired(_ key: WaitKey) {
@@ -405,6 +500,7 @@ final class BrokerCore {
         case .key(let waiter): stillWaiting = store.cancelWait(waiter)
         }
         pendingWaits.removeValue(forKey: key)
+        pending.route.connection.parked -= 1
         // Not waiting any more yet unanswered should not happen (handovers are delivered as they happen); if it
         // does, a timeout reply is better than a caller that hangs.
         _ = stillWaiting
@@ -415,17 +511,16 @@ final class BrokerCore {
         metrics.record(action, error: error)
         var reply = JSONLineWriter.error(error, into: route.connection.allocator.buffer(capacity: 96))
         if let id = route.id { reply.member("id", rawJSON: id) }
-        route.connection.deliver(
-            (consume reply).finish(signer: route.signed ? signer : nil, nonce: route.nonce),
-            sequence: route.sequence)
+        deliver((consume reply).finish(signer: route.signed ? signer : nil, nonce: route.nonce), to: route)
     }
 
     /// Ends every wait with `draining`: the broker is shutting down.
     func failWaitsForDrain() {
         let waits = pendingWaits
         pendingWaits.removeAll()
+        waitDeadlines.removeAll()
         for (key, pending) in waits {
-            pending.timer?.cancel()
+            pending.route.connection.parked -= 1
             switch key {
             case .pool(let pool, let waiter): _ = store.cancelPoolWait(pool, waiter: waiter)
             case .key(let waiter): _ = store.cancelWait(waiter)
@@ -504,15 +599,18 @@ final class BrokerCore {
             ])
     }
 
-    /// Whether no request has arrived for the idle timeout.
+    /// Whether no request has arrived for the idle timeout and none is parked (a client blocked in a `wait` is
+    /// active).
     func isIdle() -> Bool {
-        guard let idle = configuration.idleTimeout else { return false }
+        guard let idle = configuration.idleTimeout, pendingWaits.isEmpty else { return false }
         return clock.now() - lastActivity >= idle
     }
 
     /// Forgets every item, lease and nonce.
     func clear() {
-        for pending in pendingWaits.values { pending.timer?.cancel() }
+        deadlineTimer?.task.cancel()
+        deadlineTimer = nil
+        waitDeadlines.removeAll()
         pendingWaits.removeAll()
         store.removeAll()
         replayGuard = ReplayGuard(window: configuration.replayWindow)

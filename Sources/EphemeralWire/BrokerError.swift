@@ -73,6 +73,9 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tooManyConnections = Code(wireName: "too_many_connections")
         /// The broker is shutting down and takes no new requests.
         public static let draining = Code(wireName: "draining")
+        /// A request that would wait (a pool lease, `wait`, `claim`, `barrier`) found its connection, or the broker,
+        /// already holding its maximum of waiting requests (1,024 per connection, 65,536 in all).
+        public static let tooManyWaiters = Code(wireName: "too_many_waiters")
         /// A request line was begun and not finished within the broker's request timeout (a peer dribbling
         /// bytes); the connection is closed.
         public static let requestTimeout = Code(wireName: "request_timeout")

@@ -121,6 +121,18 @@ public enum Command: Sendable, Equatable {
         case .barrier: .barrier
         }
     }
+
+    /// Whether the request may wait in the broker for its reply (a pool lease or a claim with a wait, a `wait`, a
+    /// barrier): such requests are counted against the bounds on parked requests.
+    public var mayWait: Bool {
+        switch self {
+        case .leasePool(_, let wait, _): (wait ?? 0) > 0
+        case .claim(_, _, let wait, _): (wait ?? 0) > 0
+        case .wait(_, let timeout): timeout > 0
+        case .barrier: true
+        default: false
+        }
+    }
 }
 
 /// The members of a `set` request.

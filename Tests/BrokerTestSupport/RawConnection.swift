@@ -52,6 +52,21 @@ public final class RawConnection: @unchecked Sendable {
         }
     }
 
+    /// Sends as much of `bytes` as the peer takes within `seconds` of it last taking any (a peer that stops
+    /// reading makes the socket's buffers fill): the number of bytes sent.
+    public func sendWhileRead(_ bytes: [UInt8], stallSeconds seconds: Int = 1) -> Int {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { UnixSocket.send(descriptor, $0) }
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else { break }
+            offset += written
+        }
+        return offset
+    }
+
     /// The socket, for `poll`.
     public var fileDescriptor: Int32 { descriptor }
 
@@ -82,6 +97,15 @@ public final class RawConnection: @unchecked Sendable {
             guard count > 0 else { throw TestFailure(count == 0 ? "connection closed" : "read failed: errno \(errno)") }
             pending.append(contentsOf: chunk[..<count])
         }
+    }
+
+    /// Shuts down the writing side (`shutdown(SHUT_WR)`): the peer reads end of file, and replies can still come.
+    public func shutdownWriting() {
+        #if canImport(Glibc)
+            _ = Glibc.shutdown(descriptor, Int32(SHUT_WR))
+        #else
+            _ = Darwin.shutdown(descriptor, SHUT_WR)
+        #endif
     }
 
     /// Whether the peer has closed the connection (reads end of file within the timeout).
