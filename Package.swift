@@ -37,6 +37,8 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]
         ),
+        // The parent-death signal of a command ephemeral-broker runs (prctl is variadic: Swift cannot call it).
+        .systemLibrary(name: "CEphemeralProcess"),
         .target(
             name: "EphemeralWire",
             dependencies: [
@@ -81,6 +83,7 @@ let package = Package(
         .executableTarget(
             name: "EphemeralBrokerCLI",
             dependencies: [
+                "CEphemeralProcess",
                 "EphemeralServer",
                 "EphemeralWire",
                 "EphemeralBrokerClient",

@@ -8,10 +8,10 @@ import EphemeralWire
 #endif
 import Subprocess
 
-#if canImport(System)
-    import System
-#else
-    import SystemPackage
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
 #endif
 
 struct Incr: AsyncParsableCommand {
@@ -77,15 +77,19 @@ struct Shared: AsyncParsableCommand {
         guard let ttl = try durationOption(ttl), let wait = try durationOption(wait, "--wait"),
             let computeTimeout = try durationOption(computeTimeout, "--compute-timeout")
         else { throw ValidationError("invalid durations") }
+        // Until the command runs there is nothing to undo: a signal ends this process at once, and its
+        // connection's close gives its claim to the next waiter.
+        let relay = SignalRelay { SignalRelay.dieBySignal($0) }
         let broker = try client.client()
         let command = self.command
         do {
             let value: String = try await broker.shared(key, ttl: ttl, computeTimeout: computeTimeout, wait: wait) {
-                try await CommandOutput.capture(command)
+                try await CommandOutput.capture(command, relay: relay)
             }
             FileHandleOutput.standardOutput(value + "\n")
         } catch let error as CommandOutput.Failed {
-            throw ExitCode(error.status)
+            if case .signaled(let number) = error.termination { relay.dieBySignal(number) }
+            throw ExitCode(error.termination.status)
         } catch let error as BrokerError {
             FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
             throw ExitCode(1)
@@ -96,27 +100,17 @@ struct Shared: AsyncParsableCommand {
 /// Runs a command and captures its standard output, passing its standard error through.
 enum CommandOutput {
     struct Failed: Error {
-        var status: Int32
+        var termination: Termination
     }
 
-    static func capture(_ command: [String]) async throws -> String {
-        guard let executable = ExecutableLookup.resolve(command[0], path: currentEnvironment()["PATH"]) else {
-            FileHandleOutput.standardError("ephemeral-broker: command not found: \(command[0])\n")
-            throw Failed(status: 127)
-        }
-        let result = try await ExecutableLookup.withShellFallback(executable, Array(command.dropFirst())) {
-            executable, arguments in
-            try await Subprocess.run(
-                .path(FilePath(executable)), arguments: Arguments(arguments),
-                input: .currentStandardInput, output: .string(limit: 16 << 20), error: .currentStandardError)
-        }
-        switch result.terminationStatus {
-        case .exited(0):
-            var text = result.standardOutput
-            if text.hasSuffix("\n") { text.removeLast() }
-            return text
-        case .exited(let code): throw Failed(status: Int32(truncatingIfNeeded: code))
-        case .signaled(let signal): throw Failed(status: 128 + Int32(truncatingIfNeeded: signal))
-        }
+    /// Runs `command` with the caught signals passed on to it, and SIGKILL if this process dies while it computes:
+    /// the claim goes to another worker the moment this process is gone, so the command must not go on.
+    static func capture(_ command: [String], relay: SignalRelay) async throws -> String {
+        let spec = ChildRunner.Spec(command: command, parentDeathSignal: SIGKILL)
+        let outcome = await ChildRunner.run(spec, relay: relay, output: .string(limit: 16 << 20))
+        guard outcome.termination == .exited(0) else { throw Failed(termination: outcome.termination) }
+        var text = outcome.output.flatMap { $0 } ?? ""
+        if text.hasSuffix("\n") { text.removeLast() }
+        return text
     }
 }

@@ -31,10 +31,12 @@ struct EphemeralBrokerCommand: AsyncParsableCommand {
     /// An `ExitCode` a command throws is its status as it is, 64 included (a wrapped command's, say).
     /// `run -- CMD` without options skips ArgumentParser (see ``WrappedRun/init(plainArguments:)``).
     static func main() async {
+        ParentDeathExec.runIfAsked(CommandLine.arguments)  // a command started with a parent-death signal
+        SignalRelay.unblockInThisThread()
         reserveStandardDescriptors()
         do {
             if let wrapped = WrappedRun(plainArguments: CommandLine.arguments.dropFirst()) {
-                terminate(try await wrapped.execute())
+                try await wrapped.execute()
             }
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

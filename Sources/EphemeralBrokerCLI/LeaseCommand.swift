@@ -3,16 +3,24 @@ import EphemeralBrokerClient
 import EphemeralWire
 import Subprocess
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// `ephemeral-broker lease`: a pool item for a command's lifetime (like flock(1)), or the original integer lease.
 struct Lease: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lease",
         abstract: "Hold a pool item while a command runs, or take the original integer lease.",
         discussion: """
-            lease POOL [--wait 30s] -- CMD ARGS…   runs CMD with EPHEMERAL_LEASE (the item as JSON), \
-            EPHEMERAL_LEASE_INDEX and EPHEMERAL_LEASE_FENCE, holds the item while CMD runs (and gives it back if \
-            this process dies), releases it when CMD ends, and exits with CMD's status; exit 75 when no item \
-            could be had (pool_exhausted, timeout).
+            lease POOL [--wait 30s] [--ttl T] -- CMD ARGS…   runs CMD with EPHEMERAL_LEASE (the item as JSON), \
+            EPHEMERAL_LEASE_INDEX and EPHEMERAL_LEASE_FENCE and holds the item for as long as CMD runs, whatever \
+            the TTL (renewed every third of it). SIGINT, SIGTERM, SIGHUP and SIGQUIT go to CMD; the item goes \
+            back only once CMD has exited. If this process is SIGKILLed, CMD is SIGKILLed too (Linux). A renewal \
+            that is refused stops CMD (SIGTERM, then SIGKILL) and exits 1. Exits with CMD's status (dies of its \
+            signal), or 75 when no item could be had (pool_exhausted, timeout).
             lease KEY --worker ID                  the original lease: prints the lowest integer no other worker holds.
             """)
 
@@ -47,6 +55,9 @@ struct Lease: AsyncParsableCommand {
             return
         }
         let waitDuration = try durationOption(wait, "--wait")
+        // Until the command runs there is nothing to undo: a signal ends this process at once, and its
+        // connection's close gives back whatever it held or waited for.
+        let relay = SignalRelay { SignalRelay.dieBySignal($0) }
         let broker = try client.client()
         let lease: PoolLease
         do {
@@ -60,9 +71,63 @@ struct Lease: AsyncParsableCommand {
             "EPHEMERAL_LEASE_INDEX": String(lease.index),
             "EPHEMERAL_LEASE_FENCE": String(lease.fence),
         ]
-        let status = await ChildRunner.run(command, environment: environment, ownProcessGroup: false)
-        try? await broker.release(lease)
+        let running = Locked<ChildRunner.Running?>(nil)
+        let lost = Locked(false)
+        let renewal = Task {
+            await Self.keepRenewing(lease, ttl: ttl, on: broker) { error in
+                FileHandleOutput.standardError(
+                    "ephemeral-broker: the lease on item \(lease.index) of pool \(lease.pool) was lost (\(error)); "
+                        + "stopping the command: it must not go on using the item\n")
+                lost.withLock { $0 = true }
+                await Self.stop(running)
+            }
+        }
+        // SIGKILL if this process dies: the item goes back the moment it does, so the command must not go on.
+        let spec = ChildRunner.Spec(command: command, environment: environment, parentDeathSignal: SIGKILL)
+        let (termination, _) = await ChildRunner.run(spec, relay: relay) { child in running.withLock { $0 = child } }
+        renewal.cancel()
+        if !lost.withLock({ $0 }) { try? await broker.release(lease) }  // only now that the command has exited
         await broker.close()
-        throw ExitCode(status)
+        if lost.withLock({ $0 }) { throw ExitCode(1) }
+        if case .signaled(let number) = termination { relay.dieBySignal(number) }
+        throw ExitCode(termination.status)
     }
+
+    /// Renews the lease every third of its TTL while the command runs; calls `failed` when a renewal is refused.
+    static func keepRenewing(
+        _ lease: PoolLease, ttl: Duration?, on broker: Client, failed: (BrokerError) async -> Void
+    ) async {
+        let granted = ttl ?? .milliseconds(max(30, lease.expiresAt - wallClockMilliseconds()))
+        let interval = granted / 3
+        var current = lease
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return  // cancelled: the command has exited
+            }
+            do {
+                current = try await broker.renew(current, ttl: granted)
+            } catch {
+                if Task.isCancelled { return }
+                await failed(error)
+                return
+            }
+        }
+    }
+
+    /// Ends the command: SIGTERM to it (its group), SIGKILL five seconds later if it is still there.
+    static func stop(_ running: Locked<ChildRunner.Running?>) async {
+        guard let child = running.withLock({ $0 }) else { return }
+        child.signal(SIGTERM)
+        try? await Task.sleep(for: .seconds(5))
+        child.signal(SIGKILL)  // a no-op for a process already gone (its pid is not reused while unreaped)
+    }
+}
+
+/// The wall clock in epoch milliseconds, as the broker's lease expiries are given.
+func wallClockMilliseconds() -> Int64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_REALTIME, &spec)
+    return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
 }

@@ -16,10 +16,11 @@ struct Run: AsyncParsableCommand {
         commandName: "run",
         abstract: "Start a broker, run a command under it, and exit with the command's status.",
         discussion: """
-            The command runs in its own process group with EPHEMERAL_PIPE set and, unless --no-auth or a secret is \
-            given, a fresh random EPHEMERAL_SECRET. SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the command's process \
-            group. The exit status is the command's, 128+N when a signal N killed it, and 127 when it cannot be \
-            started.
+            The command runs with EPHEMERAL_PIPE set and, unless --no-auth or a secret is given, a fresh random \
+            EPHEMERAL_SECRET, in a process group of its own (in the terminal's foreground group when standard \
+            input is a terminal). SIGINT, SIGTERM, SIGHUP and SIGQUIT go to that group. The exit status is the \
+            command's; when a signal killed it, run dies of that signal too (a shell reports 128+N); 127 when it \
+            cannot be started.
             """,
         aliases: ["start"]
     )
@@ -36,6 +37,13 @@ struct Run: AsyncParsableCommand {
     @Option(help: "A shell command run once after the command and all its workers are done, with the broker still up.")
     var after: String?
 
+    @Option(
+        help: """
+            How long the command's process group may outlive it (default 5s, at most 1h): what is left then gets \
+            SIGTERM, then SIGKILL a second later, and is named on standard error.
+            """)
+    var grace: String?
+
     @Argument(parsing: .postTerminator, help: "The command to run, after --.")
     var command: [String] = []
 
@@ -47,26 +55,46 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let wrapped = WrappedRun(
-            settings: options.settings, noSummary: noSummary, before: before, after: after, command: command)
-        throw ExitCode(try await wrapped.execute())
+            settings: options.settings, noSummary: noSummary, before: before, after: after, grace: grace,
+            command: command)
+        try await wrapped.execute()
     }
 }
 
 /// What `run` does once its arguments are known: start a broker, run the command under it, report, shut down.
+///
+/// Signals are caught from the first moment (``SignalRelay``): one that comes while a child runs (`--before`, the
+/// command, `--after`) goes to it; one that comes between them, or during start-up, skips what was not started
+/// yet. Either way the broker is shut down and its socket directory removed before the wrapper exits, and a
+/// command that died of a signal makes the wrapper die of the same signal.
 struct WrappedRun {
     var settings = BrokerSettings()
     var noSummary = false
     var before: String?
     var after: String?
+    /// How long the command's process group may outlive it before what is left is ended; `nil` for the default.
+    var grace: String?
     var command: [String]
 
-    /// Runs it all.
-    /// - Returns: The exit status for `run`: the command's, or that of `--before` or `--after` when they fail.
+    /// How long leftover workers of the command may run on by default: 5 s.
+    static let defaultGrace: Int64 = 5_000
+
+    /// Runs it all, and exits: with the command's status (or that of `--before` or `--after` when they fail), or
+    /// by the signal that ended the command or the wrapper.
     /// - Throws: `ExitCode` when the broker or the command cannot start; a `ValidationError` for a bad setting.
-    func execute() async throws -> Int32 {
+    func execute() async throws -> Never {
+        let relay = SignalRelay()
         let environment = currentEnvironment()
         var resolved = try settings.resolve(environment: environment)
         let definitions = try settings.poolDefinitions()
+        let graceMilliseconds = try grace.map { text in
+            guard let milliseconds = DurationParser.milliseconds(text),
+                OptionRange.Durations.drain.milliseconds.contains(milliseconds)
+            else {
+                throw ValidationError("invalid duration '\(text)' for --grace: from 0ms to 1h, e.g. 500ms, 10s")
+            }
+            return milliseconds
+        } ?? Self.defaultGrace
         bootstrapLogging(level: resolved.logLevel, format: resolved.logFormat)
         let logger = Logger(label: "ephemeral-broker")
         resolved.configuration.logger = logger
@@ -83,49 +111,81 @@ struct WrappedRun {
         }
 
         let broker = Broker(configuration: resolved.configuration)
+        /// Shuts the broker down and ends the process: by the signal that stopped things, or with `status`.
+        func finish(_ status: Int32, signal: Int32? = nil) async -> Never {
+            await broker.shutdown()
+            if let signal = signal ?? relay.unforwarded { relay.dieBySignal(signal) }
+            terminate(status)
+        }
+        /// A signal came before `phase` began: it is skipped, and the wrapper ends as `termination` says (the
+        /// command's, when it has run) or by the signal.
+        func stopped(before phase: String, termination: Termination? = nil) async -> Never {
+            let signal = relay.received!
+            FileHandleOutput.standardError("ephemeral-broker: stopped by signal \(signal); \(phase) was not run\n")
+            switch termination {
+            case .exited(let code)?: await finish(code)
+            case .signaled(let number)?: await finish(128 + number, signal: number)
+            case nil: await finish(128 + signal, signal: signal)
+            }
+        }
         let pipe: String
         do {
             pipe = try await broker.start()
             try await definitions.define(on: broker)
         } catch {
             FileHandleOutput.standardError("ephemeral-broker: \(error)\n")
-            await broker.shutdown()
-            throw ExitCode(1)
+            await finish(1)
         }
         var childEnvironment: [Environment.Key: String?] = ["EPHEMERAL_PIPE": pipe]
         childEnvironment["EPHEMERAL_SECRET"] = .some(resolved.configuration.secret)  // nil removes an outer one
         if let before {
-            let status = await ChildRunner.run(
-                ["/bin/sh", "-c", before], environment: childEnvironment,
-                ownProcessGroup: false)
-            guard status == 0 else {
+            if relay.received != nil { await stopped(before: "--before") }
+            let (termination, _) = await ChildRunner.run(
+                ChildRunner.Spec(command: ["/bin/sh", "-c", before], environment: childEnvironment), relay: relay)
+            guard termination == .exited(0) else {
                 FileHandleOutput.standardError(
-                    "ephemeral-broker: --before failed with status \(status); the command was not run\n")
-                await broker.shutdown()
-                return status
+                    "ephemeral-broker: --before failed with status \(termination.status); the command was not run\n")
+                if case .signaled(let number) = termination { await finish(termination.status, signal: number) }
+                await finish(termination.status)
             }
         }
-        var (status, group) = await ChildRunner.runReportingGroup(
-            command, environment: childEnvironment,
-            ownProcessGroup: true)
+        if relay.received != nil { await stopped(before: "the command") }
+        let (termination, group) = await ChildRunner.run(
+            ChildRunner.Spec(command: command, environment: childEnvironment), relay: relay)
+        var status = termination.status
+        var leftovers: [(pid: pid_t, name: String)] = []
+        if let group, !ChildRunner.members(of: group).isEmpty {
+            logger.debug(
+                "the command exited; waiting for what is left of its process group",
+                metadata: ["grace_ms": "\(graceMilliseconds)"])
+            if !(await ChildRunner.waitForGroupToEmpty(group, milliseconds: graceMilliseconds) { relay.received != nil }) {
+                leftovers = await ChildRunner.endGroup(group)
+            }
+        }
         if let after {
-            if let group, !(await ChildRunner.waitForGroupToEmpty(group, seconds: 30)) {
-                logger.warning("workers of the command are still running after 30 s; running --after anyway")
+            if relay.received != nil { await stopped(before: "--after", termination: termination) }
+            let (afterTermination, _) = await ChildRunner.run(
+                ChildRunner.Spec(command: ["/bin/sh", "-c", after], environment: childEnvironment), relay: relay)
+            if afterTermination != .exited(0) {
+                FileHandleOutput.standardError(
+                    "ephemeral-broker: --after failed with status \(afterTermination.status)\n")
+                if status == 0 { status = afterTermination.status }
+                if case .signaled(let number) = afterTermination, case .exited = termination {
+                    await finish(status, signal: number)
+                }
             }
-            let afterStatus = await ChildRunner.run(
-                ["/bin/sh", "-c", after], environment: childEnvironment,
-                ownProcessGroup: false)
-            if afterStatus != 0 {
-                FileHandleOutput.standardError("ephemeral-broker: --after failed with status \(afterStatus)\n")
-                if status == 0 { status = afterStatus }
-            }
+        }
+        if !leftovers.isEmpty {
+            let names = leftovers.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
+            FileHandleOutput.standardError(
+                "ephemeral-broker: the command's process group outlived it by \(graceMilliseconds) ms; ended: \(names)\n")
         }
         if !noSummary {
             let summaries = await broker.poolSummaries()
             if !summaries.isEmpty { FileHandleOutput.standardError(PoolReport.text(summaries)) }
         }
-        await broker.shutdown()
-        return status
+        if case .signaled(let number) = termination { await finish(status, signal: number) }
+        await finish(status)
     }
 }
 

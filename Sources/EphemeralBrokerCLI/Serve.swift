@@ -1,5 +1,6 @@
 import ArgumentParser
 import EphemeralServer
+import EphemeralWire
 import Logging
 
 #if canImport(Glibc)
@@ -22,6 +23,11 @@ struct Serve: AsyncParsableCommand {
     var printEnv = false
 
     func run() async throws {
+        // Caught before anything is observable: a signal during start-up stops the broker as soon as it is up.
+        let started = Locked<Broker?>(nil)
+        let relay = SignalRelay { _ in
+            if let broker = started.withLock({ $0 }) { Task { await broker.shutdown() } }
+        }
         let settings = options.settings
         var resolved = try settings.resolve(environment: currentEnvironment())
         let definitions = try settings.poolDefinitions()
@@ -37,13 +43,14 @@ struct Serve: AsyncParsableCommand {
             await broker.shutdown()
             throw ExitCode(1)
         }
+        started.withLock { $0 = broker }
+        guard relay.received == nil else {  // stopped while starting
+            await broker.shutdown()
+            return
+        }
         FileHandleOutput.standardOutput(path + "\n")
         if printEnv { FileHandleOutput.standardOutput("export EPHEMERAL_PIPE=\(shellQuoted(path))\n") }
-        let signals = SignalForwarder([SIGINT, SIGTERM, SIGHUP]) { _ in
-            Task { await broker.shutdown() }
-        }
         await broker.waitUntilStopped()
-        signals.cancel()
     }
 }
 

@@ -18,6 +18,7 @@ public final class ChildProcess: @unchecked Sendable {
     private let errorPath: String
     private let lock = NSLock()
     private var status: Int32?
+    private var signalNumber: Int32?
 
     /// Launches `executable` with `arguments`; `environment` entries are added to (or, with `nil`, removed from)
     /// the test's own environment. `TMPDIR`, unless `environment` names it, is a directory of the child's own, so
@@ -67,6 +68,13 @@ public final class ChildProcess: @unchecked Sendable {
         throw TestFailure("process did not exit within \(seconds) s; stderr: \(errorOutput)")
     }
 
+    /// The signal that ended the process, once reaped; `nil` when it exited (with any status, 128+N included).
+    public var terminatingSignal: Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        return signalNumber
+    }
+
     /// Sends a signal to the process (unless it has been reaped).
     public func signal(_ number: Int32) {
         lock.lock()
@@ -91,6 +99,7 @@ public final class ChildProcess: @unchecked Sendable {
         guard reaped == pid else { return nil }
         let signal = raw & 0x7F
         status = signal == 0 ? (raw >> 8) & 0xFF : 128 + signal
+        if signal != 0 { signalNumber = signal }
         return status
     }
 
