@@ -154,3 +154,16 @@ struct SignalTests {
         #expect(bad.errorOutput.contains("--grace"))
     }
 }
+
+/// `run` on a real pseudo-terminal (`Fixtures/pty/run_in_pty.py`, Python's `pty`): a command that reads the
+/// terminal works, and Ctrl-C stops the command, the wrapper and the calling shell's loop alike.
+@Suite("A terminal")
+struct TerminalTests {
+    @Test(arguments: ["input", "cat", "stty", "ctrl-c-loop"])
+    func aCommandUsesTheTerminalAndCtrlCStopsEverything(scenario: String) async throws {
+        let script = packageRoot + "/Fixtures/pty/run_in_pty.py"
+        let child = try ChildProcess("/usr/bin/python3", [script, brokerBinary, scenario])
+        #expect(try await child.wait(seconds: 30) == 0, "\(child.output) \(child.errorOutput)")
+        #expect(child.output == "ok\n", "\(child.output)")
+    }
+}
