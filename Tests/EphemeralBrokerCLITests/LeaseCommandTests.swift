@@ -104,6 +104,30 @@ struct LeaseCommandTests {
         #expect(seen == "gone\n" || seen == "Z\n", "the first command was \(seen) when the second started")
     }
 
+    /// The same for `shared KEY -- CMD` while it computes: SIGKILLed, its command goes with it, so the next worker
+    /// (who now holds the claim) never computes while the first computation still runs.
+    @Test func aSIGKILLedSharedsComputationIsGoneBeforeTheNextOneStarts() async throws {
+        let bench = try await Bench()
+        let first = try ChildProcess(
+            brokerBinary,
+            ["shared", "login", "--ttl", "1h", "--", "sh", "-c", "echo $$ > \(bench.scratch)/first.pid; exec sleep 60"],
+            environment: bench.env)
+        let command = try await pid(in: bench.scratch + "/first.pid")
+        let next = try ChildProcess(
+            brokerBinary,
+            [
+                "shared", "login", "--ttl", "1h", "--wait", "60s", "--", "sh", "-c",
+                "cut -d' ' -f3 /proc/\(command)/stat 2>/dev/null || echo gone",
+            ], environment: bench.env)
+        #expect(
+            try await waitFor {
+                (try RawConnection(path: bench.path).request(#"{"action":"stats"}"#)).contains(#""waiting":1"#)
+            })
+        first.signal(SIGKILL)
+        #expect(try await next.wait() == 0, "\(next.errorOutput)")
+        #expect(next.output == "gone\n" || next.output == "Z\n", "the first computation was \(next.output)")
+    }
+
     /// A renewal the broker refuses (someone released the item) stops the command and says so.
     @Test func aRefusedRenewalStopsTheCommand() async throws {
         let bench = try await Bench()
