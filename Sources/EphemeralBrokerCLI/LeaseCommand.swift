@@ -84,7 +84,10 @@ struct Lease: AsyncParsableCommand {
         }
         // SIGKILL if this process dies: the item goes back the moment it does, so the command must not go on.
         let spec = ChildRunner.Spec(command: command, environment: environment, parentDeathSignal: SIGKILL)
-        let (termination, _) = await ChildRunner.run(spec, relay: relay) { child in running.withLock { $0 = child } }
+        let (termination, _) = await ChildRunner.run(spec, relay: relay) { child in
+            running.withLock { $0 = child }
+            if lost.withLock({ $0 }) { child.signal(SIGTERM) }  // lost before the command had even started
+        }
         renewal.cancel()
         if !lost.withLock({ $0 }) { try? await broker.release(lease) }  // only now that the command has exited
         await broker.close()
@@ -116,12 +119,13 @@ struct Lease: AsyncParsableCommand {
         }
     }
 
-    /// Ends the command: SIGTERM to it (its group), SIGKILL five seconds later if it is still there.
+    /// Ends the command: SIGTERM to it (its group), SIGKILL five seconds later unless it has exited by then (the
+    /// caller cancels this task when it has: its pid must not be signalled once reaped).
     static func stop(_ running: Locked<ChildRunner.Running?>) async {
         guard let child = running.withLock({ $0 }) else { return }
         child.signal(SIGTERM)
-        try? await Task.sleep(for: .seconds(5))
-        child.signal(SIGKILL)  // a no-op for a process already gone (its pid is not reused while unreaped)
+        guard (try? await Task.sleep(for: .seconds(5))) != nil else { return }
+        child.signal(SIGKILL)
     }
 }
 

@@ -64,8 +64,8 @@ struct Run: AsyncParsableCommand {
 /// What `run` does once its arguments are known: start a broker, run the command under it, report, shut down.
 ///
 /// Signals are caught from the first moment (``SignalRelay``): one that comes while a child runs (`--before`, the
-/// command, `--after`) goes to it; one that comes between them, or during start-up, skips what was not started
-/// yet. Either way the broker is shut down and its socket directory removed before the wrapper exits, and a
+/// command, `--after`) goes to it, and what follows still runs (`--after` is often a teardown); one that comes
+/// between them, or during start-up, skips what was not started yet. Either way the broker is shut down and its socket directory removed before the wrapper exits, and a
 /// command that died of a signal makes the wrapper die of the same signal.
 struct WrappedRun {
     var settings = BrokerSettings()
@@ -120,7 +120,7 @@ struct WrappedRun {
         /// A signal came before `phase` began: it is skipped, and the wrapper ends as `termination` says (the
         /// command's, when it has run) or by the signal.
         func stopped(before phase: String, termination: Termination? = nil) async -> Never {
-            let signal = relay.received!
+            let signal = relay.unforwarded!
             FileHandleOutput.standardError("ephemeral-broker: stopped by signal \(signal); \(phase) was not run\n")
             switch termination {
             case .exited(let code)?: await finish(code)
@@ -139,7 +139,7 @@ struct WrappedRun {
         var childEnvironment: [Environment.Key: String?] = ["EPHEMERAL_PIPE": pipe]
         childEnvironment["EPHEMERAL_SECRET"] = .some(resolved.configuration.secret)  // nil removes an outer one
         if let before {
-            if relay.received != nil { await stopped(before: "--before") }
+            if relay.unforwarded != nil { await stopped(before: "--before") }
             let (termination, _) = await ChildRunner.run(
                 ChildRunner.Spec(command: ["/bin/sh", "-c", before], environment: childEnvironment), relay: relay)
             guard termination == .exited(0) else {
@@ -149,7 +149,7 @@ struct WrappedRun {
                 await finish(termination.status)
             }
         }
-        if relay.received != nil { await stopped(before: "the command") }
+        if relay.unforwarded != nil { await stopped(before: "the command") }
         let (termination, group) = await ChildRunner.run(
             ChildRunner.Spec(command: command, environment: childEnvironment), relay: relay)
         var status = termination.status
@@ -158,12 +158,12 @@ struct WrappedRun {
             logger.debug(
                 "the command exited; waiting for what is left of its process group",
                 metadata: ["grace_ms": "\(graceMilliseconds)"])
-            if !(await ChildRunner.waitForGroupToEmpty(group, milliseconds: graceMilliseconds) { relay.received != nil }) {
+            if !(await ChildRunner.waitForGroupToEmpty(group, milliseconds: graceMilliseconds) { relay.unforwarded != nil }) {
                 leftovers = await ChildRunner.endGroup(group)
             }
         }
         if let after {
-            if relay.received != nil { await stopped(before: "--after", termination: termination) }
+            if relay.unforwarded != nil { await stopped(before: "--after", termination: termination) }
             let (afterTermination, _) = await ChildRunner.run(
                 ChildRunner.Spec(command: ["/bin/sh", "-c", after], environment: childEnvironment), relay: relay)
             if afterTermination != .exited(0) {

@@ -28,7 +28,8 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
 
     static let signals = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
-    private let lock = Locked<(child: Child?, received: Int32?, unforwarded: Int32?)>((nil, nil, nil))
+    private let lock = Locked<(child: Child?, received: Int32?, unforwarded: Int32?, pending: Int32?)>(
+        (nil, nil, nil, nil))
     private let source: any DispatchSourceRead
     private let onSignal: (@Sendable (Int32) -> Void)?
 
@@ -75,11 +76,13 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
     /// that child's to act on: the wrapper then ends as the child did.
     var unforwarded: Int32? { lock.withLock { $0.unforwarded } }
 
-    /// Sends the signals caught from now on to `child`, and any caught before (while no child ran) at once.
+    /// Sends the signals caught from now on to `child`, and one caught while it was being started (after its
+    /// phase checked ``unforwarded``) at once.
     func attach(_ child: Child) {
         let pending = lock.withLock { state -> Int32? in
             state.child = child
-            return state.received
+            defer { state.pending = nil }
+            return state.pending
         }
         if let pending { forward(pending, to: child) }
     }
@@ -90,7 +93,10 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
     private func caught(_ number: Int32) {
         let child = lock.withLock { state -> Child? in
             if state.received == nil { state.received = number }
-            if state.child == nil, state.unforwarded == nil { state.unforwarded = number }
+            if state.child == nil {
+                if state.unforwarded == nil { state.unforwarded = number }
+                state.pending = number
+            }
             return state.child
         }
         if let child {

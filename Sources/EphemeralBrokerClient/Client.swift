@@ -191,8 +191,7 @@ public final class Client: Sendable {
     }
 
     private func connect() -> EventLoopFuture<any Channel> {
-        let connectablePath = self.connectablePath
-        return ClientBootstrap(group: group)
+        let bootstrap = ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -200,28 +199,50 @@ public final class Client: Sendable {
                     try channel.pipeline.syncOperations.addHandler(ReplyMatcher())
                 }
             }
-            .connect(unixDomainSocketPath: connectablePath.path)
-            .always { _ in connectablePath.release() }
-    }
-
-    /// The socket path as NIO can connect to it: NIO takes at most 103 bytes (Darwin's limit), Linux up to 107. A
-    /// longer path is reached through its directory's descriptor, `/proc/self/fd/N/NAME`, held open for the connect.
-    private var connectablePath: (path: String, release: @Sendable () -> Void) {
         let path = configuration.socketPath
         #if os(Linux)
-            if path.utf8.count > 103, let slash = path.lastIndex(of: "/") {
-                let directory = slash == path.startIndex ? "/" : String(path[..<slash])
-                let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if descriptor >= 0 {
-                    return (
-                        "/proc/self/fd/\(descriptor)/\(path[path.index(after: slash)...])",
-                        { _ = Glibc.close(descriptor) }
-                    )
+            // NIO takes at most 103 bytes (Darwin's limit); Linux allows 107, and a broker serves such paths.
+            if path.utf8.count > 103 {
+                do {
+                    return bootstrap.withConnectedSocket(try Self.connectedSocket(path))
+                } catch {
+                    return group.next().makeFailedFuture(error)
                 }
             }
         #endif
-        return (path, {})
+        return bootstrap.connect(unixDomainSocketPath: path)
     }
+
+    #if os(Linux)
+        /// A Unix socket connected to `path` (up to the kernel's 107 bytes), without blocking: a full listen
+        /// backlog is `EAGAIN`, which the caller retries like any other.
+        private static func connectedSocket(_ path: String) throws -> NIOBSDSocket.Handle {
+            let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue | SOCK_NONBLOCK.rawValue), 0)
+            guard descriptor >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+                _ = Glibc.close(descriptor)
+                throw IOError(errnoCode: ENAMETOOLONG, reason: "connect")
+            }
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: bytes)
+                raw[bytes.count] = 0
+            }
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard result == 0 else {
+                let code = errno
+                _ = Glibc.close(descriptor)
+                throw IOError(errnoCode: code, reason: "connect")
+            }
+            return descriptor
+        }
+    #endif
 
     /// Waits the next delay of the retry schedule.
     /// - Throws: `timeout` when the pause would end past the deadline.

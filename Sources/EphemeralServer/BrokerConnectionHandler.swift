@@ -47,6 +47,11 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     @exclusivity(unchecked) private var heldBytes = 0
     /// Whether requests are not being taken because replies wait to drain.
     private var paused = false
+    /// The channel's writability as its last event said (a field read per request, where asking the channel is a
+    /// call through an existential and an atomic load).
+    @exclusivity(unchecked) private var writable = true
+    /// Whether replies were written since the last flush (see ``channelReadComplete(context:)``).
+    @exclusivity(unchecked) private var wroteSinceFlush = false
     /// Whether the peer shut down its writing side: the connection closes once every reply is flushed.
     private var inputClosed = false
     /// How many of this connection's requests are parked in the broker (kept by ``BrokerCore``).
@@ -111,7 +116,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             writeOutbound(context: context)
         }
         while true {
-            if outbound.readableBytes + heldBytes > Self.replyBudget || !context.channel.isWritable {
+            if outbound.readableBytes + heldBytes > Self.replyBudget || !writable {
                 pause(context: context)
                 return
             }
@@ -142,11 +147,17 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         lineStarted = nil
         writeOutbound(context: context)
         context.flush()
+        // The socket may have taken it all (a peer that reads fast): then no writability change will come to
+        // resume, so resume in a moment, once this read burst is over.
+        if writable, heldBytes <= Self.replyBudget {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute { handler.value.resumeIfDrained() }
+        }
     }
 
     /// Takes requests again once the replies waiting fit the budget and the peer reads.
     private func resumeIfDrained() {
-        guard paused, let context, heldBytes <= Self.replyBudget, context.channel.isWritable else { return }
+        guard paused, let context, heldBytes <= Self.replyBudget, writable else { return }
         paused = false
         takeRequests(context: context)
         context.flush()
@@ -248,6 +259,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         guard outbound.readableBytes > 0 else { return }
         context.write(wrapOutboundOut(outbound), promise: nil)
         outbound.moveReaderIndex(to: outbound.writerIndex)  // written: only our indices move, the bytes are shared
+        wroteSinceFlush = true
     }
 
     /// Writes one unsigned error line that answers no particular request, then closes the connection.
@@ -299,14 +311,24 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// Flushes what this read burst wrote. Only that: NIO fires this at end of file too, and a flush there that
+    /// fails (the peer is gone) closes the channel under NIO's own half-closure handling, which asserts.
     func channelReadComplete(context: ChannelHandlerContext) {
-        context.flush()
+        if wroteSinceFlush {
+            wroteSinceFlush = false
+            context.flush()
+        }
         context.fireChannelReadComplete()
     }
 
-    /// Requests are taken again once the peer has read enough of its replies for the channel to be writable.
+    /// Requests are taken again once the peer has read enough of its replies for the channel to be writable: in a
+    /// moment, since NIO reports this from inside a flush, perhaps one that delivers another connection's replies.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { resumeIfDrained() }
+        writable = context.channel.isWritable
+        if writable, paused {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute { handler.value.resumeIfDrained() }
+        }
         context.fireChannelWritabilityChanged()
     }
 

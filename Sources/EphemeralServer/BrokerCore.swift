@@ -65,6 +65,8 @@ final class BrokerCore {
     }
 
     private var connections: [OwnerID: BrokerConnectionHandler] = [:]
+    /// Each connection's parked requests, so its close ends them without visiting anyone else's.
+    private var parkedByOwner: [OwnerID: Swift.Set<WaitKey>] = [:]
     private var nextOwner: OwnerID = 0
     @exclusivity(unchecked) private var pendingWaits: [WaitKey: PendingWait] = [:]
     /// The parked requests' deadlines, in the event loop's monotonic nanoseconds (real time, whatever the store's
@@ -106,9 +108,7 @@ final class BrokerCore {
     func connectionClosed(_ owner: OwnerID) {
         connections.removeValue(forKey: owner)
         openConnections -= 1
-        for (key, pending) in pendingWaits where pending.route.connection.owner == owner {
-            pendingWaits.removeValue(forKey: key)
-        }
+        for key in parkedByOwner.removeValue(forKey: owner) ?? [] { pendingWaits.removeValue(forKey: key) }
         let outcome = store.releaseAll(owner: owner, now: clock.now())
         if outcome.released > 0 {
             logger.debug("leases released by disconnect", metadata: ["count": "\(outcome.released)"])
@@ -379,6 +379,7 @@ final class BrokerCore {
     private func park(_ key: WaitKey, action: Action, route: ReplyRoute, for milliseconds: Int64) {
         nextGeneration += 1
         pendingWaits[key] = PendingWait(route: route, action: action, generation: nextGeneration)
+        parkedByOwner[route.connection.owner, default: []].insert(key)
         route.connection.parked += 1
         let deadline = NIODeadline.now() + .milliseconds(max(0, milliseconds))
         waitDeadlines.push(key, deadline: Int64(deadline.uptimeNanoseconds), generation: nextGeneration)
@@ -421,7 +422,12 @@ final class BrokerCore {
             waitExpired(entry.id)
             answered += 1
         }
-        for connection in unflushed!.values { connection.flushDelivered() }
+        // A flush can call out (a connection found closed gives its leases to others, whose replies join the batch):
+        // flush until nothing is left.
+        while let batch = unflushed, !batch.isEmpty {
+            unflushed = [:]
+            for connection in batch.values { connection.flushDelivered() }
+        }
         unflushed = nil
         if answered == Self.expiryBatch, let next = waitDeadlines.nextDeadline, next <= now, let eventLoop {
             // More are due: a moment's pause lets the event loop serve I/O first (a task due already would run in
@@ -473,9 +479,18 @@ final class BrokerCore {
         }
     }
 
-    private func answer(_ key: WaitKey, members: (inout JSONLineWriter) -> Void) {
-        guard let pending = pendingWaits.removeValue(forKey: key) else { return }
+    /// Takes a parked request off every record of it, for its answer.
+    private func unpark(_ key: WaitKey) -> PendingWait? {
+        guard let pending = pendingWaits.removeValue(forKey: key) else { return nil }
+        let owner = pending.route.connection.owner
+        parkedByOwner[owner]?.remove(key)
+        if parkedByOwner[owner]?.isEmpty == true { parkedByOwner.removeValue(forKey: owner) }
         pending.route.connection.parked -= 1
+        return pending
+    }
+
+    private func answer(_ key: WaitKey, members: (inout JSONLineWriter) -> Void) {
+        guard let pending = unpark(key) else { return }
         let route = pending.route
         var reply = JSONLineWriter.ok(into: route.connection.allocator.buffer(capacity: 128))
         if let id = route.id { reply.member("id", rawJSON: id) }
@@ -493,14 +508,12 @@ final class BrokerCore {
     }
 
     private func waitExpired(_ key: WaitKey) {
-        guard let pending = pendingWaits[key] else { return }
+        guard let pending = unpark(key) else { return }
         let stillWaiting: Bool
         switch key {
         case .pool(let pool, let waiter): stillWaiting = store.cancelPoolWait(pool, waiter: waiter)
         case .key(let waiter): stillWaiting = store.cancelWait(waiter)
         }
-        pendingWaits.removeValue(forKey: key)
-        pending.route.connection.parked -= 1
         // Not waiting any more yet unanswered should not happen (handovers are delivered as they happen); if it
         // does, a timeout reply is better than a caller that hangs.
         _ = stillWaiting
@@ -516,11 +529,9 @@ final class BrokerCore {
 
     /// Ends every wait with `draining`: the broker is shutting down.
     func failWaitsForDrain() {
-        let waits = pendingWaits
-        pendingWaits.removeAll()
         waitDeadlines.removeAll()
-        for (key, pending) in waits {
-            pending.route.connection.parked -= 1
+        for key in Array(pendingWaits.keys) {
+            guard let pending = unpark(key) else { continue }
             switch key {
             case .pool(let pool, let waiter): _ = store.cancelPoolWait(pool, waiter: waiter)
             case .key(let waiter): _ = store.cancelWait(waiter)
@@ -612,6 +623,7 @@ final class BrokerCore {
         deadlineTimer = nil
         waitDeadlines.removeAll()
         pendingWaits.removeAll()
+        parkedByOwner.removeAll()
         store.removeAll()
         replayGuard = ReplayGuard(window: configuration.replayWindow)
     }

@@ -104,23 +104,7 @@ struct SocketBinding: Sendable {
                     + "owner could replace the socket; use a directory of your own")
         }
         let lockPath = path + ".lock"
-        // Never through a symlink, and only a regular file of ours: another user's file, or a link planted to make
-        // the broker create or lock a file elsewhere, is refused.
-        let lock = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard lock >= 0 else {
-            let reason = errno == ELOOP ? "it is a symbolic link" : errnoText()
-            throw SocketSetupError("cannot open lock file \(lockPath): \(reason); remove it and start again")
-        }
-        var lockStat = stat()
-        guard fstat(lock, &lockStat) == 0, (lockStat.st_mode & S_IFMT) == S_IFREG, lockStat.st_uid == getuid() else {
-            close(lock)
-            throw SocketSetupError(
-                "lock file \(lockPath) is not a regular file of yours (uid \(getuid())); remove it and start again")
-        }
-        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
-            close(lock)
-            throw SocketSetupError("Broker already running on \(path)", alreadyRunning: true)
-        }
+        let lock = try lockFile(lockPath, for: path)
         do throws(SocketSetupError) {
             var existing = stat()
             if lstat(path, &existing) == 0 {
@@ -160,6 +144,34 @@ struct SocketBinding: Sendable {
             close(lock)
             throw error
         }
+    }
+
+    /// Opens and locks `lockPath`: never through a symlink, and only a regular file of ours (another user's file, or
+    /// a link planted to make the broker create or lock a file elsewhere, is refused). A broker that stops removes
+    /// its lock file; one that was opened just before is then locked by nobody else, so the lock counts only while
+    /// the path still names the locked file: otherwise it is taken again.
+    private static func lockFile(_ lockPath: String, for path: String) throws(SocketSetupError) -> Int32 {
+        for _ in 0..<10 {
+            let lock = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard lock >= 0 else {
+                let reason = errno == ELOOP ? "it is a symbolic link" : errnoText()
+                throw SocketSetupError("cannot open lock file \(lockPath): \(reason); remove it and start again")
+            }
+            var locked = stat()
+            guard fstat(lock, &locked) == 0, (locked.st_mode & S_IFMT) == S_IFREG, locked.st_uid == getuid() else {
+                close(lock)
+                throw SocketSetupError(
+                    "lock file \(lockPath) is not a regular file of yours (uid \(getuid())); remove it and start again")
+            }
+            guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+                close(lock)
+                throw SocketSetupError("Broker already running on \(path)", alreadyRunning: true)
+            }
+            var named = stat()
+            if lstat(lockPath, &named) == 0, named.st_ino == locked.st_ino, named.st_dev == locked.st_dev { return lock }
+            close(lock)  // removed (or replaced) by a broker that stopped meanwhile: lock the file there now
+        }
+        throw SocketSetupError("cannot hold the lock file \(lockPath): it keeps being replaced")
     }
 
     /// Called once the socket is bound: makes it private and moves it to its final path.

@@ -54,10 +54,13 @@ struct LeaseCommandTests {
             brokerBinary,
             [
                 "lease", "one", "--ttl", "300ms", "--", "sh", "-c",
-                "echo first-start $(date +%s%N) >> \(bench.log); sleep 1.5; echo first-end $(date +%s%N) >> \(bench.log)",
+                // Runs on until the second lease queues, then for three more TTLs.
+                "echo first-start $(date +%s%N) >> \(bench.log); while [ ! -e \(bench.scratch)/go ]; do sleep 0.05; done; "
+                    + "sleep 1; echo first-end $(date +%s%N) >> \(bench.log)",
             ], environment: bench.env)
         #expect(await waitFor { pathExists(bench.log) })
         let second = try await bench.second()
+        #expect(FileManager.default.createFile(atPath: bench.scratch + "/go", contents: nil))
         #expect(try await first.wait() == 0, "\(first.errorOutput)")
         #expect(try await second.wait() == 0, "\(second.errorOutput)")
         #expect(try bench.events().map(\.0) == ["first-start", "first-end", "second"], "held past five TTLs")

@@ -79,8 +79,10 @@ struct SocketDirectoryTests {
     /// directory beside the socket once made paths near the limit fail under a name the user never gave.
     @Test func everySocketPathUpToTheSystemsLimitWorksAndALongerOneIsRefusedByItsName() async throws {
         let base = makeTemporaryDirectory()
-        // Long names in a short directory, and a short name in a long directory (its staging path was longer).
-        for (length, name) in [(103, 40), (104, 40), (107, 40), (107, 6)] {
+        // Long names in a short directory, a short name in a long directory (its staging path was longer), and the
+        // longest name there is room for (its /proc/self/fd/N/ path would be too long).
+        let longest = 107 - base.utf8.count - 3
+        for (length, name) in [(103, 40), (104, 40), (107, 40), (107, 6), (107, longest)] {
             let directory = base + "/" + String(repeating: "d", count: length - name - 2 - base.utf8.count)
             mkdir(directory, 0o700)
             let path = directory + "/" + String(repeating: "s", count: name)

@@ -76,6 +76,71 @@ struct EdgeProtocolTests {
         #expect(quick.readsEndOfFile())
     }
 
+    /// A reader that keeps up gets every reply of a pipelined burst far past the reply budget (40 × 256 KiB =
+    /// 10 MiB), in order: the broker pauses taking its requests and goes on as the replies drain.
+    @Test func aPipelinedBurstPastTheReplyBudgetIsAnsweredWhole() async throws {
+        let harness = try await BrokerHarness.start()
+        defer { Task { await harness.broker.shutdown() } }
+        let client = try harness.connect()
+        let value = "\"" + String(repeating: "v", count: 262_142) + "\""
+        #expect(try errorName(client.request(#"{"action":"set","key":"big","value":\#(value),"ttl":60000}"#)) == nil)
+        var burst = ""
+        for id in 0..<40 { burst += #"{"action":"get","key":"big","id":\#(id)}"# + "\n" }
+        try client.send(burst)
+        for id in 0..<40 {
+            let reply = try json(client.readLine())
+            #expect(reply["id"] as? Int == id && (reply["value"] as? String)?.count == 262_142)
+        }
+        #expect(try errorName(client.request(#"{"action":"ping"}"#)) == nil)
+    }
+
+    /// A connection paused behind a parked wait, with less than NIO's high-water mark left to write (so no change
+    /// of writability will come), goes on once the wait is answered by a request later in its own burst... which it
+    /// must therefore reach: it is resumed as soon as what it wrote has drained.
+    @Test func aPausedConnectionGoesOnWhenItsRepliesDrain() async throws {
+        let harness = try await BrokerHarness.start()
+        defer { Task { await harness.broker.shutdown() } }
+        let setup = try harness.connect()
+        let small = "\"" + String(repeating: "a", count: 60_000) + "\""
+        let big = "\"" + String(repeating: "v", count: 100_000) + "\""
+        #expect(try errorName(setup.request(#"{"action":"set","key":"A","value":\#(small),"ttl":60000}"#)) == nil)
+        #expect(try errorName(setup.request(#"{"action":"set","key":"V","value":\#(big),"ttl":60000}"#)) == nil)
+        let client = try RawConnection(path: harness.path, timeoutSeconds: 20)
+        var burst = #"{"action":"get","key":"A","id":0}"# + "\n" + #"{"action":"wait","key":"K","timeout":15000,"id":1}"# + "\n"
+        for id in 2..<12 { burst += #"{"action":"get","key":"V","id":\#(id)}"# + "\n" }
+        burst += #"{"action":"set","key":"K","value":1,"ttl":60000,"id":12}"# + "\n"
+        let started = monotonicSeconds()
+        try client.send(burst)
+        for id in 0...12 { #expect(try json(client.readLine())["id"] as? Int == id) }
+        #expect(monotonicSeconds() - started < 5, "the wait was answered by its own burst's set, not its timeout")
+    }
+
+    /// A paused connection resumed while lapsed waits are being answered in a batch wakes another connection's
+    /// wait: that reply is flushed too (it was written and never flushed, and its caller waited forever).
+    @Test func aWakeupFromAConnectionResumedDuringABatchIsFlushed() async throws {
+        let harness = try await BrokerHarness.start()
+        defer { Task { await harness.broker.shutdown() } }
+        let setup = try harness.connect()
+        let small = "\"" + String(repeating: "a", count: 60_000) + "\""
+        let big = "\"" + String(repeating: "v", count: 100_000) + "\""
+        #expect(try errorName(setup.request(#"{"action":"set","key":"A","value":\#(small),"ttl":60000}"#)) == nil)
+        #expect(try errorName(setup.request(#"{"action":"set","key":"V","value":\#(big),"ttl":60000}"#)) == nil)
+        for round in 0..<3 {
+            let waiter = try RawConnection(path: harness.path, timeoutSeconds: 10)
+            try waiter.send(#"{"action":"wait","key":"C\#(round)","timeout":8000}"# + "\n")
+            let busy = try RawConnection(path: harness.path, timeoutSeconds: 10)
+            var burst = #"{"action":"get","key":"A"}"# + "\n" + #"{"action":"wait","key":"B","timeout":300}"# + "\n"
+            for _ in 0..<10 { burst += #"{"action":"get","key":"V"}"# + "\n" }
+            burst += #"{"action":"set","key":"C\#(round)","value":\#(round),"ttl":60000}"# + "\n"
+            try busy.send(burst)
+            for _ in 0..<13 { _ = try busy.readLine() }
+            let started = monotonicSeconds()
+            let reply = try json(try await onThread { try waiter.readLine() })
+            #expect(reply["value"] as? Int == round, "round \(round): \(reply)")
+            #expect(monotonicSeconds() - started < 2, "round \(round): the wakeup waited for a later flush")
+        }
+    }
+
     /// A connection's own waits are bounded (1,024 parked at once), and so is the broker's total.
     @Test func parkedRequestsAreBoundedPerConnection() async throws {
         let harness = try await BrokerHarness.start()
