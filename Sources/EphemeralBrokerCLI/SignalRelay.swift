@@ -1,5 +1,6 @@
 import Dispatch
 import EphemeralWire
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -46,7 +47,7 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
         _ = pipe(&ends)
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         _ = fcntl(ends[1], F_SETFL, fcntl(ends[1], F_GETFL) | O_NONBLOCK)  // a handler must never block
-        signalPipe = ends[1]
+        signalPipe.store(ends[1], ordering: .releasing)
         let reading = ends[0]
         source = DispatchSource.makeReadSource(fileDescriptor: reading, queue: DispatchQueue(label: "ephemeral-broker.signals"))
         let relay = Locked<SignalRelay?>(nil)
@@ -159,13 +160,14 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
     private let resourceCoreLimit = RLIMIT_CORE
 #endif
 
-/// The write end of the pipe the signal handler writes to (set once, before the handler is installed).
-nonisolated(unsafe) private var signalPipe: Int32 = -1
+/// The write end of the pipe the signal handler writes to (set before the handler is installed; an atomic, so the
+/// handler's read on another thread is ordered after it, for ThreadSanitizer too).
+private let signalPipe = Atomic<Int32>(-1)
 
 /// Writes the signal's number to the relay's pipe: all an async-signal-safe handler may do.
 private func relaySignalHandler(_ number: Int32) {
     let saved = errno
     var byte = UInt8(truncatingIfNeeded: number)
-    _ = write(signalPipe, &byte, 1)
+    _ = write(signalPipe.load(ordering: .acquiring), &byte, 1)
     errno = saved
 }
