@@ -85,28 +85,17 @@ def gets(count):
     return ('{"action":"get","key":"big"}\n' * count).encode()
 
 
-def behind_a_parked_wait():
-    process, path, control = broker()
-    before = peak_rss(process.pid)
-    attacker = socket.socket(socket.AF_UNIX)
-    attacker.connect(path)
-    attacker.sendall(b'{"action":"wait","key":"never","timeout":60000}\n')
-    sender = threading.Thread(target=send_while_read, args=(attacker, gets(4_000)))
-    sender.start()
-    latencies = pings(control, seconds=1.5)
-    sender.join()
-    growth = peak_rss(process.pid) - before
-    process.kill()
-    return "4,000 `get`s of 256 KiB behind a parked `wait`, one connection", growth, latencies
+def connect(path, count):
+    sockets = [socket.socket(socket.AF_UNIX) for _ in range(count)]
+    for sock in sockets:
+        sock.connect(path)
+    return sockets
 
 
-def never_reading():
-    process, path, control = broker()
+def under_attack(process, control, attackers, data):
+    """Each attacker sends `data` while it is read; meanwhile another client pings. The RSS growth and the pings."""
     before = peak_rss(process.pid)
-    attackers = [socket.socket(socket.AF_UNIX) for _ in range(16)]
-    for attacker in attackers:
-        attacker.connect(path)
-    senders = [threading.Thread(target=send_while_read, args=(a, gets(400))) for a in attackers]
+    senders = [threading.Thread(target=send_while_read, args=(attacker, data)) for attacker in attackers]
     for sender in senders:
         sender.start()
     latencies = pings(control, seconds=1.5)
@@ -114,14 +103,26 @@ def never_reading():
         sender.join()
     growth = peak_rss(process.pid) - before
     process.kill()
+    return growth, latencies
+
+
+def behind_a_parked_wait():
+    process, path, control = broker()
+    attackers = connect(path, 1)
+    attackers[0].sendall(b'{"action":"wait","key":"never","timeout":60000}\n')
+    growth, latencies = under_attack(process, control, attackers, gets(4_000))
+    return "4,000 `get`s of 256 KiB behind a parked `wait`, one connection", growth, latencies
+
+
+def never_reading():
+    process, path, control = broker()
+    growth, latencies = under_attack(process, control, connect(path, 16), gets(400))
     return "16 clients that never read, 400 `get`s of 256 KiB each", growth, latencies
 
 
 def mass_expiry():
     process, path, control = broker()
-    connections = [socket.socket(socket.AF_UNIX) for _ in range(64)]
-    for connection in connections:
-        connection.connect(path)
+    connections = connect(path, 64)
     before = peak_rss(process.pid)
     deadline = time.monotonic() + 2
     burst = b'{"action":"wait","key":"never","timeout":2000}\n' * 1_000

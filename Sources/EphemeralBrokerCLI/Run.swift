@@ -117,16 +117,19 @@ struct WrappedRun {
             if let signal = signal ?? relay.unforwarded { relay.dieBySignal(signal) }
             terminate(status)
         }
+        /// ``finish(_:signal:)`` as a child ended: with its status, or by its signal.
+        func finish(as termination: Termination) async -> Never {
+            switch termination {
+            case .exited(let code): await finish(code)
+            case .signaled(let number): await finish(128 + number, signal: number)
+            }
+        }
         /// A signal came before `phase` began: it is skipped, and the wrapper ends as `termination` says (the
         /// command's, when it has run) or by the signal.
         func stopped(before phase: String, termination: Termination? = nil) async -> Never {
             let signal = relay.unforwarded!
             FileHandleOutput.standardError("ephemeral-broker: stopped by signal \(signal); \(phase) was not run\n")
-            switch termination {
-            case .exited(let code)?: await finish(code)
-            case .signaled(let number)?: await finish(128 + number, signal: number)
-            case nil: await finish(128 + signal, signal: signal)
-            }
+            await finish(as: termination ?? .signaled(signal))
         }
         let pipe: String
         do {
@@ -138,54 +141,49 @@ struct WrappedRun {
         }
         var childEnvironment: [Environment.Key: String?] = ["EPHEMERAL_PIPE": pipe]
         childEnvironment["EPHEMERAL_SECRET"] = .some(resolved.configuration.secret)  // nil removes an outer one
+        func run(_ command: [String]) async -> (termination: Termination, group: pid_t?) {
+            await ChildRunner.run(ChildRunner.Spec(command: command, environment: childEnvironment), relay: relay)
+        }
         if let before {
             if relay.unforwarded != nil { await stopped(before: "--before") }
-            let (termination, _) = await ChildRunner.run(
-                ChildRunner.Spec(command: ["/bin/sh", "-c", before], environment: childEnvironment), relay: relay)
+            let termination = await run(["/bin/sh", "-c", before]).termination
             guard termination == .exited(0) else {
                 FileHandleOutput.standardError(
                     "ephemeral-broker: --before failed with status \(termination.status); the command was not run\n")
-                if case .signaled(let number) = termination { await finish(termination.status, signal: number) }
-                await finish(termination.status)
+                await finish(as: termination)
             }
         }
         if relay.unforwarded != nil { await stopped(before: "the command") }
-        let (termination, group) = await ChildRunner.run(
-            ChildRunner.Spec(command: command, environment: childEnvironment), relay: relay)
-        var status = termination.status
-        var leftovers: [(pid: pid_t, name: String)] = []
+        var (termination, group) = await run(command)
         if let group, !ChildRunner.members(of: group).isEmpty {
             logger.debug(
                 "the command exited; waiting for what is left of its process group",
                 metadata: ["grace_ms": "\(graceMilliseconds)"])
-            if !(await ChildRunner.waitForGroupToEmpty(group, milliseconds: graceMilliseconds) { relay.unforwarded != nil }) {
-                leftovers = await ChildRunner.endGroup(group)
+            let emptied = await ChildRunner.waitForGroupToEmpty(group, milliseconds: graceMilliseconds) {
+                relay.unforwarded != nil
+            }
+            let ended = emptied ? [] : await ChildRunner.endGroup(group)
+            if !ended.isEmpty {
+                let names = ended.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
+                FileHandleOutput.standardError(
+                    "ephemeral-broker: the command's process group outlived it by \(graceMilliseconds) ms; "
+                        + "ended: \(names)\n")
             }
         }
         if let after {
             if relay.unforwarded != nil { await stopped(before: "--after", termination: termination) }
-            let (afterTermination, _) = await ChildRunner.run(
-                ChildRunner.Spec(command: ["/bin/sh", "-c", after], environment: childEnvironment), relay: relay)
+            let afterTermination = await run(["/bin/sh", "-c", after]).termination
             if afterTermination != .exited(0) {
                 FileHandleOutput.standardError(
                     "ephemeral-broker: --after failed with status \(afterTermination.status)\n")
-                if status == 0 { status = afterTermination.status }
-                if case .signaled(let number) = afterTermination, case .exited = termination {
-                    await finish(status, signal: number)
-                }
+                if termination == .exited(0) { termination = afterTermination }  // the command's failure comes first
             }
-        }
-        if !leftovers.isEmpty {
-            let names = leftovers.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
-            FileHandleOutput.standardError(
-                "ephemeral-broker: the command's process group outlived it by \(graceMilliseconds) ms; ended: \(names)\n")
         }
         if !noSummary {
             let summaries = await broker.poolSummaries()
             if !summaries.isEmpty { FileHandleOutput.standardError(PoolReport.text(summaries)) }
         }
-        if case .signaled(let number) = termination { await finish(status, signal: number) }
-        await finish(status)
+        await finish(as: termination)
     }
 }
 

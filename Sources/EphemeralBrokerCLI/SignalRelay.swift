@@ -58,15 +58,7 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
         relay.withLock { $0 = self }
         _ = fcntl(reading, F_SETFL, fcntl(reading, F_GETFL) | O_NONBLOCK)
         source.resume()
-        var action = sigaction()
-        #if canImport(Glibc)
-            action.__sigaction_handler.sa_handler = relaySignalHandler
-        #else
-            action.__sigaction_u.__sa_handler = relaySignalHandler
-        #endif
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = Int32(SA_RESTART)
-        for number in Self.signals { sigaction(number, &action, nil) }
+        Self.setAction(relaySignalHandler, for: Self.signals, flags: Int32(SA_RESTART))
     }
 
     /// The first signal caught, if any.
@@ -127,17 +119,8 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
         _ = withUnsafePointer(to: &noCore) { setrlimit(resourceCoreLimit, $0) }
         // The default action, whatever handler was there (ours, or the Swift runtime's backtracer for SIGQUIT),
         // raised on this thread with the signal unblocked: it ends the process before the next line.
-        var action = sigaction()
-        #if canImport(Glibc)
-            action.__sigaction_handler.sa_handler = SIG_DFL
-        #else
-            action.__sigaction_u.__sa_handler = SIG_DFL
-        #endif
-        sigemptyset(&action.sa_mask)
-        sigaction(number, &action, nil)
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, number)
+        setAction(SIG_DFL, for: [number])
+        var set = signalSet([number])
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         pthread_kill(pthread_self(), number)
         _exit(128 + number)  // a signal whose default action is to be ignored
@@ -147,17 +130,37 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
     /// this process with them blocked (a test runner's thread, say), and every thread inherits its creator's mask,
     /// so they would stay pending and the process could not be stopped.
     static func unblockInThisThread() {
+        var set = signalSet(signals)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
+    /// Makes `handler` (a function, or `SIG_DFL`) the action of each of `numbers`.
+    private static func setAction(_ handler: SignalHandler?, for numbers: [Int32], flags: Int32 = 0) {
+        var action = sigaction()
+        #if canImport(Glibc)
+            action.__sigaction_handler.sa_handler = handler
+        #else
+            action.__sigaction_u.__sa_handler = handler
+        #endif
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = flags
+        for number in numbers { sigaction(number, &action, nil) }
+    }
+
+    private static func signalSet(_ numbers: [Int32]) -> sigset_t {
         var set = sigset_t()
         sigemptyset(&set)
-        for number in signals { sigaddset(&set, number) }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        for number in numbers { sigaddset(&set, number) }
+        return set
     }
 }
 
 #if canImport(Glibc)
     private let resourceCoreLimit = __rlimit_resource_t(RLIMIT_CORE.rawValue)
+    private typealias SignalHandler = __sighandler_t
 #else
     private let resourceCoreLimit = RLIMIT_CORE
+    private typealias SignalHandler = @convention(c) (Int32) -> Void
 #endif
 
 /// The write end of the pipe the signal handler writes to (set before the handler is installed; an atomic, so the

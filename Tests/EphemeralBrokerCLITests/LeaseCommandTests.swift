@@ -30,11 +30,16 @@ struct LeaseCommandTests {
             let waiter = try ChildProcess(
                 brokerBinary, ["lease", "one", "--wait", "60s", "--", "sh", "-c", "echo second $(date +%s%N) >> \(log)"],
                 environment: env)
-            #expect(
-                try await waitFor {
-                    (try RawConnection(path: path).request(#"{"action":"stats"}"#)).contains(#""waiting":1"#)
-                })
+            #expect(try await oneWaits())
             return waiter
+        }
+
+        /// Whether, within the deadline, one request waits in the broker.
+        func oneWaits() async throws -> Bool {
+            try await waitFor {
+                (try json(RawConnection(path: path).request(#"{"action":"stats"}"#))["stats"] as? [String: Any])?[
+                    "waiting"] as? Int == 1
+            }
         }
 
         /// The log's events as (name, nanoseconds), in time order.
@@ -66,17 +71,18 @@ struct LeaseCommandTests {
         #expect(try bench.events().map(\.0) == ["first-start", "first-end", "second"], "held past five TTLs")
     }
 
-    /// SIGTERM to `lease` goes to CMD (which here takes half a second to wind down); the item goes back only after
-    /// CMD has exited, and `lease` ends as CMD did.
-    @Test func aSIGTERMedLeaseGivesTheItemBackOnlyAfterItsCommandExits() async throws {
+    /// SIGINT, SIGTERM, SIGHUP or SIGQUIT to `lease` goes to CMD (which here takes half a second to wind down); the
+    /// item goes back only after CMD has exited, and `lease` ends as CMD did.
+    @Test(arguments: [SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+    func aSignalledLeaseGivesTheItemBackOnlyAfterItsCommandExits(signal: Int32) async throws {
         let bench = try await Bench()
         let script =
-            "trap 'sleep 0.5; echo first-end $(date +%s%N) >> \(bench.log); exit 0' TERM; "
+            "trap 'sleep 0.5; echo first-end $(date +%s%N) >> \(bench.log); exit 0' \(signal); "
             + "echo first-start $(date +%s%N) >> \(bench.log); while :; do sleep 0.05; done"
         let first = try ChildProcess(brokerBinary, ["lease", "one", "--", "sh", "-c", script], environment: bench.env)
         #expect(await waitFor { pathExists(bench.log) })
         let second = try await bench.second()
-        first.signal(SIGTERM)
+        first.signal(signal)
         #expect(try await first.wait() == 0, "\(first.errorOutput)")
         #expect(try await second.wait() == 0, "\(second.errorOutput)")
         #expect(try bench.events().map(\.0) == ["first-start", "first-end", "second"])
@@ -97,10 +103,7 @@ struct LeaseCommandTests {
                 "lease", "one", "--wait", "60s", "--", "sh", "-c",
                 "s=$(cut -d' ' -f3 /proc/\(command)/stat 2>/dev/null || echo gone); echo $s > \(bench.scratch)/seen",
             ], environment: bench.env)
-        #expect(
-            try await waitFor {
-                (try RawConnection(path: bench.path).request(#"{"action":"stats"}"#)).contains(#""waiting":1"#)
-            })
+        #expect(try await bench.oneWaits())
         first.signal(SIGKILL)
         #expect(try await waiter.wait() == 0, "\(waiter.errorOutput)")
         let seen = try String(contentsOfFile: bench.scratch + "/seen", encoding: .utf8)
@@ -122,13 +125,36 @@ struct LeaseCommandTests {
                 "shared", "login", "--ttl", "1h", "--wait", "60s", "--", "sh", "-c",
                 "cut -d' ' -f3 /proc/\(command)/stat 2>/dev/null || echo gone",
             ], environment: bench.env)
-        #expect(
-            try await waitFor {
-                (try RawConnection(path: bench.path).request(#"{"action":"stats"}"#)).contains(#""waiting":1"#)
-            })
+        #expect(try await bench.oneWaits())
         first.signal(SIGKILL)
         #expect(try await next.wait() == 0, "\(next.errorOutput)")
         #expect(next.output == "gone\n" || next.output == "Z\n", "the first computation was \(next.output)")
+    }
+
+    /// SIGTERM to `shared` while it computes goes to the computation; its claim goes to the next worker only once
+    /// the computation has ended.
+    @Test func aSignalledSharedsComputationEndsBeforeTheNextOneStarts() async throws {
+        let bench = try await Bench()
+        let first = try ChildProcess(
+            brokerBinary,
+            [
+                "shared", "login", "--ttl", "1h", "--", "sh", "-c",
+                "trap 'sleep 0.5; echo first-end $(date +%s%N) >> \(bench.log); exit 1' TERM; "
+                    + "echo first-start $(date +%s%N) >> \(bench.log); while :; do sleep 0.05; done",
+            ], environment: bench.env)
+        #expect(await waitFor { pathExists(bench.log) })
+        let next = try ChildProcess(
+            brokerBinary,
+            [
+                "shared", "login", "--ttl", "1h", "--wait", "60s", "--", "sh", "-c",
+                "echo second $(date +%s%N) >> \(bench.log); echo token",
+            ], environment: bench.env)
+        #expect(try await bench.oneWaits())
+        first.signal(SIGTERM)
+        #expect(try await first.wait() == 1, "the computation's status: \(first.errorOutput)")
+        #expect(try await next.wait() == 0, "\(next.errorOutput)")
+        #expect(next.output == "token\n")
+        #expect(try bench.events().map(\.0) == ["first-start", "first-end", "second"])
     }
 
     /// A renewal the broker refuses (someone released the item) stops the command and says so.

@@ -6,14 +6,20 @@ import Testing
     import Glibc
 #endif
 
+/// Whether the test runs as root; prints why it is skipped when not.
+private func runningAsRoot(_ needed: String) -> Bool {
+    guard getuid() == 0 else {
+        print("skipped: \(needed) needs root; running as uid \(getuid())")
+        return false
+    }
+    return true
+}
+
 @Suite("The socket's directory is ours alone")
 struct SocketDirectoryTests {
     /// Another user's 0755 directory: that user could swap the socket and read every value workers set.
     @Test func aFixedPathInAnotherUsersDirectoryIsRefused() async throws {
-        guard getuid() == 0 else {
-            print("skipped: making a directory of another user needs root; running as uid \(getuid())")
-            return
-        }
+        guard runningAsRoot("making a directory of another user") else { return }
         let directory = makeTemporaryDirectory() + "/theirs"
         mkdir(directory, 0o755)
         chown(directory, 65534, 65534)
@@ -24,10 +30,7 @@ struct SocketDirectoryTests {
     }
 
     @Test func runDoesNotUseATMPDIROfAnotherUser() async throws {
-        guard getuid() == 0 else {
-            print("skipped: making a directory of another user needs root; running as uid \(getuid())")
-            return
-        }
+        guard runningAsRoot("making a directory of another user") else { return }
         let theirs = makeTemporaryDirectory() + "/tmp-of-another"
         mkdir(theirs, 0o777)
         chown(theirs, 65534, 65534)

@@ -49,6 +49,25 @@ struct StoreEdgeTests {
         if case .claimed = wakeups.last {} else { Issue.record("the second waiter must compute: \(wakeups)") }
     }
 
+    /// A request that does not wait never takes an item a waiter queues for: at the lapse, the waiter has it.
+    @Test func aRequestThatDoesNotWaitNeverTakesAQueuedWaitersItem() throws {
+        var store = Store()
+        _ = try store.definePool("p", capacity: 1, items: nil)
+        _ = try store.leasePool("p", owner: 1, wait: nil, ttl: 100, now: t0)
+        guard case .queued(let waiter, _) = try store.leasePool("p", owner: 2, wait: 10_000, ttl: 1000, now: t0).0 else {
+            Issue.record("the second lease waits")
+            return
+        }
+        #expect(store.nextHandoverDeadline == t0 + 100)
+        #expect(code { _ = try store.leasePool("p", owner: 3, wait: nil, ttl: 1000, now: t0 + 100) } == "pool_exhausted")
+        let summary = store.poolSummaries().first
+        #expect(summary?.held == 1 && summary?.waiting == 0 && summary?.expired == 1)
+        // The lapse found by the third request granted the waiter (the broker delivers `regranted` before it throws).
+        var again = store
+        let released = again.releaseAll(owner: 2, now: t0 + 100)
+        #expect(released.released == 1, "the waiter \(waiter) held the item")
+    }
+
     /// Canonically equivalent strings are equal Swift `String`s; as keys they are distinct, as in the original.
     @Test(arguments: [("caf\u{E9}", "cafe\u{301}"), ("\u{212A}", "K"), ("\u{212B}", "\u{C5}")])
     func keysWorkerIdsPoolsAndClaimsAreComparedAsBytes(one: String, other: String) throws {
