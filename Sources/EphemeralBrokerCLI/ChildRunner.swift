@@ -64,8 +64,10 @@ enum ChildRunner {
         }
     }
 
-    /// Whether standard input is a terminal: commands then stay in the terminal's foreground group.
-    static var inputIsTerminal: Bool { isatty(0) == 1 }
+    /// Whether standard input is a terminal whose foreground group is ours (an interactive shell's job): commands
+    /// then stay in it. A terminal we are not in the foreground of (a background job, a `setsid`) sends us no
+    /// Ctrl-C, so the command gets a group of its own, and our signals.
+    static var inputIsTerminal: Bool { isatty(0) == 1 && tcgetpgrp(0) == getpgrp() }
 
     /// Runs a command to its end, with standard output and error inherited.
     /// - Returns: How it ended (127 when it could not be started), and its process group if it had its own.
@@ -164,6 +166,34 @@ enum ChildRunner {
             guard ContinuousClock.now < deadline, !stop() else { return false }
             try? await Task.sleep(for: .milliseconds(10))
         }
+    }
+
+    /// Waits up to `milliseconds` for `group` to empty, then ends what is left: SIGTERM, and SIGKILL for what
+    /// survives a second of it.
+    /// - Returns: What was ended, and how long the group had run on when it was.
+    static func settleGroup(_ group: pid_t, milliseconds: Int64, stop: () -> Bool = { false }) async
+        -> (ended: [(pid: pid_t, name: String)], after: Duration)
+    {
+        let started = ContinuousClock.now
+        if await waitForGroupToEmpty(group, milliseconds: milliseconds, stop: stop) { return ([], .zero) }
+        let after = ContinuousClock.now - started
+        return (await endGroup(group), after)
+    }
+
+    /// How long `lease` and `shared` let what is left of their command's process group run on before they end it
+    /// and give the item or the claim back: what the command started may still be using it.
+    static let holdersGrace: Int64 = 5_000
+
+    /// After a holding command (`lease`'s, `shared`'s) exits: waits for, then ends, what is left of its group,
+    /// saying so, before the caller gives back what the group may be using.
+    static func settleHolder(_ group: pid_t?, what: String) async {
+        guard let group else { return }
+        let (ended, _) = await settleGroup(group, milliseconds: holdersGrace)
+        guard !ended.isEmpty else { return }
+        let names = ended.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
+        FileHandleOutput.standardError(
+            "ephemeral-broker: the command's process group outlived it by \(holdersGrace) ms; ended \(names) before "
+                + "giving back \(what)\n")
     }
 
     /// Ends what is left of `group` once the command has exited: SIGTERM, and SIGKILL for what survives a second

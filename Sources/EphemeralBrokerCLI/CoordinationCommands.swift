@@ -83,8 +83,11 @@ struct Shared: AsyncParsableCommand {
         let broker = try client.client()
         let command = self.command
         do {
-            let value: String = try await broker.shared(key, ttl: ttl, computeTimeout: computeTimeout, wait: wait) {
-                try await CommandOutput.capture(command, relay: relay)
+            // The claim outlasts the command's own deadline by the time it takes to stop it: no other worker can
+            // take the claim over while this computation still runs.
+            let claimTTL = computeTimeout + .milliseconds(ChildRunner.holdersGrace) + .seconds(5)
+            let value: String = try await broker.shared(key, ttl: ttl, computeTimeout: claimTTL, wait: wait) {
+                try await CommandOutput.capture(command, relay: relay, deadline: computeTimeout, key: key)
             }
             FileHandleOutput.standardOutput(value + "\n")
         } catch let error as CommandOutput.Failed {
@@ -104,10 +107,29 @@ enum CommandOutput {
     }
 
     /// Runs `command` with the caught signals passed on to it, and SIGKILL if this process dies while it computes:
-    /// the claim goes to another worker the moment this process is gone, so the command must not go on.
-    static func capture(_ command: [String], relay: SignalRelay) async throws -> String {
+    /// the claim goes to another worker the moment this process is gone, so the command must not go on. A command
+    /// still running at `deadline` is stopped (SIGTERM, SIGKILL five seconds later), and its claim goes to the next
+    /// worker only once it and what it started are gone.
+    static func capture(_ command: [String], relay: SignalRelay, deadline: Duration, key: String) async throws
+        -> String
+    {
         let spec = ChildRunner.Spec(command: command, parentDeathSignal: SIGKILL)
-        let outcome = await ChildRunner.run(spec, relay: relay, output: .string(limit: 16 << 20))
+        let watchdog = Locked<Task<Void, Never>?>(nil)
+        let outcome = await ChildRunner.run(spec, relay: relay, output: .string(limit: 16 << 20)) { child in
+            watchdog.withLock {
+                $0 = Task {
+                    guard (try? await Task.sleep(for: deadline)) != nil else { return }
+                    FileHandleOutput.standardError(
+                        "ephemeral-broker: computing \(key) took longer than --compute-timeout (\(deadline)); "
+                            + "stopping it, so that another worker may compute it\n")
+                    child.signal(SIGTERM)
+                    guard (try? await Task.sleep(for: .seconds(5))) != nil else { return }
+                    child.signal(SIGKILL)
+                }
+            }
+        }
+        watchdog.withLock { $0?.cancel() }
+        await ChildRunner.settleHolder(outcome.group, what: "the claim on \(key)")
         guard outcome.termination == .exited(0) else { throw Failed(termination: outcome.termination) }
         var text = outcome.output.flatMap { $0 } ?? ""
         if text.hasSuffix("\n") { text.removeLast() }

@@ -84,10 +84,12 @@ struct Lease: AsyncParsableCommand {
         }
         // SIGKILL if this process dies: the item goes back the moment it does, so the command must not go on.
         let spec = ChildRunner.Spec(command: command, environment: environment, parentDeathSignal: SIGKILL)
-        let (termination, _) = await ChildRunner.run(spec, relay: relay) { child in
+        let (termination, group) = await ChildRunner.run(spec, relay: relay) { child in
             running.withLock { $0 = child }
             if lost.withLock({ $0 }) { child.signal(SIGTERM) }  // lost before the command had even started
         }
+        // What the command started may still use the item (`sh -c` dies at a signal its worker is still handling).
+        await ChildRunner.settleHolder(group, what: "item \(lease.index) of pool \(lease.pool)")
         renewal.cancel()
         if !lost.withLock({ $0 }) { try? await broker.release(lease) }  // only now that the command has exited
         await broker.close()

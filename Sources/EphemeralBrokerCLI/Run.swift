@@ -159,15 +159,14 @@ struct WrappedRun {
             logger.debug(
                 "the command exited; waiting for what is left of its process group",
                 metadata: ["grace_ms": "\(graceMilliseconds)"])
-            let emptied = await ChildRunner.waitForGroupToEmpty(group, milliseconds: graceMilliseconds) {
+            let (ended, after) = await ChildRunner.settleGroup(group, milliseconds: graceMilliseconds) {
                 relay.unforwarded != nil
             }
-            let ended = emptied ? [] : await ChildRunner.endGroup(group)
             if !ended.isEmpty {
                 let names = ended.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
                 FileHandleOutput.standardError(
-                    "ephemeral-broker: the command's process group outlived it by \(graceMilliseconds) ms; "
-                        + "ended: \(names)\n")
+                    "ephemeral-broker: the command's process group outlived it by \(Int64(after / .milliseconds(1))) ms "
+                        + "(--grace \(graceMilliseconds) ms); ended: \(names)\n")
             }
         }
         if let after {

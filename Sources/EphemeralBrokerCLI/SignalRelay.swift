@@ -132,6 +132,9 @@ final class SignalRelay: @unchecked Sendable {  // state behind `lock`; the sour
     static func unblockInThisThread() {
         var set = signalSet(signals)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        // The Swift runtime's backtracer takes SIGQUIT as a crash, prints a backtrace and lets the process go on:
+        // until a relay catches it, SIGQUIT ends the process, as it does any other program.
+        setAction(SIG_DFL, for: [SIGQUIT])
     }
 
     /// Makes `handler` (a function, or `SIG_DFL`) the action of each of `numbers`.

@@ -110,6 +110,52 @@ struct LeaseCommandTests {
         #expect(seen == "gone\n" || seen == "Z\n", "the first command was \(seen) when the second started")
     }
 
+    /// What CMD started goes on using the item after CMD itself has died (`sh -c` dies at once at a signal its
+    /// worker takes 300 ms to handle): the item goes back only once the whole process group is gone.
+    @Test func theItemGoesBackOnlyOnceTheCommandsWholeProcessGroupIsGone() async throws {
+        let bench = try await Bench()
+        let worker =  // inside the outer shell's double quotes: its $ are escaped
+            "trap 'sleep 0.3; echo worker-end \\$(date +%s%N) >> \(bench.log); exit 0' TERM; "
+            + "echo worker-start \\$(date +%s%N) >> \(bench.log); while :; do sleep 0.05; done"
+        let first = try ChildProcess(
+            brokerBinary, ["lease", "one", "--", "sh", "-c", "sh -c \"\(worker)\" & wait"], environment: bench.env)
+        #expect(await waitFor { pathExists(bench.log) })
+        let second = try await bench.second()
+        first.signal(SIGTERM)
+        _ = try await first.wait()
+        #expect(try await second.wait() == 0, "\(second.errorOutput)")
+        #expect(try bench.events().map(\.0) == ["worker-start", "worker-end", "second"], "\(first.errorOutput)")
+    }
+
+    /// `shared` stops a computation that runs past `--compute-timeout` before another worker may take its claim:
+    /// two computations never run at once, and the late one stores nothing.
+    @Test func aComputationPastItsTimeoutIsStoppedBeforeAnotherStarts() async throws {
+        let bench = try await Bench()
+        let first = try ChildProcess(
+            brokerBinary,
+            [
+                "shared", "login", "--ttl", "1h", "--compute-timeout", "1s", "--", "sh", "-c",
+                "echo first-start $(date +%s%N) >> \(bench.log); sleep 3; echo first-end $(date +%s%N) >> \(bench.log); "
+                    + "echo late",
+            ], environment: bench.env)
+        #expect(await waitFor { pathExists(bench.log) })
+        let next = try ChildProcess(
+            brokerBinary,
+            [
+                "shared", "login", "--ttl", "1h", "--wait", "60s", "--", "sh", "-c",
+                "echo second $(date +%s%N) >> \(bench.log); echo in-time",
+            ], environment: bench.env)
+        #expect(try await next.wait() == 0, "\(next.errorOutput)")
+        #expect(next.output == "in-time\n")
+        #expect(try await first.wait() != 0)
+        #expect(first.errorOutput.contains("took longer than --compute-timeout"), "\(first.errorOutput)")
+        #expect(try bench.events().map(\.0) == ["first-start", "second"], "the first computation was stopped")
+        let third = try ChildProcess(
+            brokerBinary, ["shared", "login", "--ttl", "1h", "--", "echo", "never-run"], environment: bench.env)
+        #expect(try await third.wait() == 0)
+        #expect(third.output == "in-time\n")
+    }
+
     /// The same for `shared KEY -- CMD` while it computes: SIGKILLed, its command goes with it, so the next worker
     /// (who now holds the claim) never computes while the first computation still runs.
     @Test func aSIGKILLedSharedsComputationIsGoneBeforeTheNextOneStarts() async throws {

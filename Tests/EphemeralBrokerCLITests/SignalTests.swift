@@ -162,7 +162,7 @@ struct SignalTests {
         #expect(run.output.contains("command-done") && run.output.contains("quick-worker-done"))
         let stubborn = try await pid(in: scratch + "/stubborn.pid")
         #expect(processIsGone(stubborn), "SIGKILL ends what ignores SIGTERM")
-        #expect(run.errorOutput.contains("outlived it by 1500 ms; ended: "), "\(run.errorOutput)")
+        #expect(run.errorOutput.contains("(--grace 1500 ms); ended: "), "\(run.errorOutput)")
         #expect(run.errorOutput.contains("sh (pid \(stubborn))"), "\(run.errorOutput)")
         let tidy = try ChildProcess(brokerBinary, ["run", "--", "sh", "-c", "(sleep 0.1) & echo ok"])
         #expect(try await tidy.wait() == 0)
