@@ -62,6 +62,14 @@ enum ChildRunner {
         func signal(_ number: Int32) {
             _ = kill(group.map { -$0 } ?? pid, number)
         }
+
+        /// Stops the command: SIGTERM, then SIGKILL five seconds later unless the task running this is cancelled
+        /// first (its caller cancels it once the command has exited: a reaped pid must not be signalled).
+        func terminate() async {
+            signal(SIGTERM)
+            guard (try? await Task.sleep(for: .seconds(5))) != nil else { return }
+            signal(SIGKILL)
+        }
     }
 
     /// Whether standard input is a terminal whose foreground group is ours (an interactive shell's job): commands
@@ -188,12 +196,18 @@ enum ChildRunner {
     /// saying so, before the caller gives back what the group may be using.
     static func settleHolder(_ group: pid_t?, what: String) async {
         guard let group else { return }
-        let (ended, _) = await settleGroup(group, milliseconds: holdersGrace)
+        let (ended, after) = await settleGroup(group, milliseconds: holdersGrace)
         guard !ended.isEmpty else { return }
-        let names = ended.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
         FileHandleOutput.standardError(
-            "ephemeral-broker: the command's process group outlived it by \(holdersGrace) ms; ended \(names) before "
-                + "giving back \(what)\n")
+            "ephemeral-broker: \(describe(ended, after: after, grace: "grace \(holdersGrace) ms")) before giving back "
+                + "\(what)\n")
+    }
+
+    /// "the command's process group outlived it by … ms (GRACE); ended: NAME (pid N), …", for a message.
+    static func describe(_ ended: [(pid: pid_t, name: String)], after: Duration, grace: String) -> String {
+        let names = ended.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
+        return "the command's process group outlived it by \(Int64(after / .milliseconds(1))) ms (\(grace)); "
+            + "ended: \(names)"
     }
 
     /// Ends what is left of `group` once the command has exited: SIGTERM, and SIGKILL for what survives a second

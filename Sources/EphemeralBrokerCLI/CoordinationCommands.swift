@@ -122,9 +122,7 @@ enum CommandOutput {
                     FileHandleOutput.standardError(
                         "ephemeral-broker: computing \(key) took longer than --compute-timeout (\(deadline)); "
                             + "stopping it, so that another worker may compute it\n")
-                    child.signal(SIGTERM)
-                    guard (try? await Task.sleep(for: .seconds(5))) != nil else { return }
-                    child.signal(SIGKILL)
+                    await child.terminate()
                 }
             }
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EphemeralBrokerClient
+import EphemeralStore
 import EphemeralWire
 import Subprocess
 
@@ -79,7 +80,7 @@ struct Lease: AsyncParsableCommand {
                     "ephemeral-broker: the lease on item \(lease.index) of pool \(lease.pool) was lost (\(error)); "
                         + "stopping the command: it must not go on using the item\n")
                 lost.withLock { $0 = true }
-                await Self.stop(running)
+                await running.withLock({ $0 })?.terminate()
             }
         }
         // SIGKILL if this process dies: the item goes back the moment it does, so the command must not go on.
@@ -102,7 +103,7 @@ struct Lease: AsyncParsableCommand {
     static func keepRenewing(
         _ lease: PoolLease, ttl: Duration?, on broker: Client, failed: (BrokerError) async -> Void
     ) async {
-        let granted = ttl ?? .milliseconds(max(30, lease.expiresAt - wallClockMilliseconds()))
+        let granted = ttl ?? .milliseconds(max(30, lease.expiresAt - SystemWallClock().now()))
         let interval = granted / 3
         var current = lease
         while !Task.isCancelled {
@@ -120,20 +121,4 @@ struct Lease: AsyncParsableCommand {
             }
         }
     }
-
-    /// Ends the command: SIGTERM to it (its group), SIGKILL five seconds later unless it has exited by then (the
-    /// caller cancels this task when it has: its pid must not be signalled once reaped).
-    static func stop(_ running: Locked<ChildRunner.Running?>) async {
-        guard let child = running.withLock({ $0 }) else { return }
-        child.signal(SIGTERM)
-        guard (try? await Task.sleep(for: .seconds(5))) != nil else { return }
-        child.signal(SIGKILL)
-    }
-}
-
-/// The wall clock in epoch milliseconds, as the broker's lease expiries are given.
-func wallClockMilliseconds() -> Int64 {
-    var spec = timespec()
-    clock_gettime(CLOCK_REALTIME, &spec)
-    return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
 }

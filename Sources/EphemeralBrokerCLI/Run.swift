@@ -163,10 +163,8 @@ struct WrappedRun {
                 relay.unforwarded != nil
             }
             if !ended.isEmpty {
-                let names = ended.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
                 FileHandleOutput.standardError(
-                    "ephemeral-broker: the command's process group outlived it by \(Int64(after / .milliseconds(1))) ms "
-                        + "(--grace \(graceMilliseconds) ms); ended: \(names)\n")
+                    "ephemeral-broker: \(ChildRunner.describe(ended, after: after, grace: "--grace \(graceMilliseconds) ms"))\n")
             }
         }
         if let after {

@@ -149,9 +149,19 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         context.flush()
         // The socket may have taken it all (a peer that reads fast): then no writability change will come to
         // resume, so resume in a moment, once this read burst is over.
-        if writable, heldBytes <= Self.replyBudget {
-            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.execute { handler.value.resumeIfDrained() }
+        if writable, heldBytes <= Self.replyBudget { goOnSoon(context: context) }
+    }
+
+    /// In a moment, outside whatever runs now (a flush, another connection's request): takes requests again if
+    /// paused, or closes a half-closed connection that is done.
+    private func goOnSoon(context: ChannelHandlerContext) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            if handler.value.paused {
+                handler.value.resumeIfDrained()
+            } else if let context = handler.value.context {
+                handler.value.closeIfFinished(context: context)
+            }
         }
     }
 
@@ -298,17 +308,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     func flushDelivered() {
         guard let context else { return }
         context.flush()
-        // Not from inside the request that delivered this (another connection's, perhaps): in a moment.
-        if paused || inputClosed {
-            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.execute {
-                if handler.value.paused {
-                    handler.value.resumeIfDrained()
-                } else if let context = handler.value.context {
-                    handler.value.closeIfFinished(context: context)
-                }
-            }
-        }
+        if paused || inputClosed { goOnSoon(context: context) }
     }
 
     /// Flushes what this read burst wrote. Only that: NIO fires this at end of file too, and a flush there that
@@ -325,10 +325,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     /// moment, since NIO reports this from inside a flush, perhaps one that delivers another connection's replies.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         writable = context.channel.isWritable
-        if writable, paused {
-            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.execute { handler.value.resumeIfDrained() }
-        }
+        if writable, paused { goOnSoon(context: context) }
         context.fireChannelWritabilityChanged()
     }
 
